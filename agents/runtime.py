@@ -1,0 +1,117 @@
+"""Writing an agent: declare the signal types it handles and write async handlers.
+
+::
+
+    class Pinger(Agent):
+        agent_type = "pinger"
+
+        @handles("PING")
+        async def on_ping(self, signal: Signal, ctx: Context) -> None:
+            await ctx.publish("PONG", to=[signal.source_agent])
+
+A signal published through ``ctx`` while handling carries ``causation_id`` = the
+handled signal's id and keeps its ``correlation_id``. :mod:`agents.runner` runs
+an agent as a process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from coordinator.bus import Bus
+from coordinator.keys import check_signal_type
+from coordinator.models import Severity, Signal
+
+Handler = Callable[[Any, Signal, "Context"], Awaitable[None]]
+H = TypeVar("H", bound=Handler)
+
+_HANDLES_ATTR = "__hivebus_handles__"
+
+
+def handles(*signal_types: str) -> Callable[[H], H]:
+    """Mark an async method as the handler of ``signal_types``."""
+    for signal_type in signal_types:
+        check_signal_type(signal_type)
+
+    def mark(func: H) -> H:
+        setattr(func, _HANDLES_ATTR, signal_types)
+        return func
+
+    return mark
+
+
+class Context:
+    """What a handler may do besides compute: publish follow-up signals."""
+
+    def __init__(self, bus: Bus, agent_id: str, cause: Signal | None) -> None:
+        self.bus = bus
+        self.agent_id = agent_id
+        self.cause = cause
+        self.published: list[str] = []
+
+    async def publish(
+        self,
+        signal_type: str,
+        *,
+        to: Iterable[str] = (),
+        data: Mapping[str, Any] | None = None,
+        severity: Severity | str = Severity.INFO,
+        confidence: float = 1.0,
+        allow_unregistered: bool = False,
+    ) -> str:
+        """Publish a signal caused by the one being handled; return its id."""
+        cause = self.cause
+        signal = Signal.create(
+            signal_type,
+            self.agent_id,
+            targets=list(to),
+            ttl_s=self.bus.settings.signal_ttl_s,
+            severity=Severity(severity),
+            confidence=confidence,
+            data=dict(data or {}),
+            causation_id=cause.signal_id if cause else None,
+            correlation_id=(cause.correlation_id or cause.signal_id) if cause else None,
+        )
+        await self.bus.publish(signal, allow_unregistered=allow_unregistered)
+        self.published.append(signal.signal_id)
+        return signal.signal_id
+
+
+class Agent:
+    """Base class of every agent. Subclasses set ``agent_type`` and mark handlers with @handles."""
+
+    agent_type: ClassVar[str] = "agent"
+    version: ClassVar[str] = "0.1.0"
+    _handlers: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for name, member in vars(klass).items():
+                for signal_type in getattr(member, _HANDLES_ATTR, ()):
+                    table[signal_type] = name
+        cls._handlers = table
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+
+    @classmethod
+    def subscriptions(cls) -> tuple[str, ...]:
+        """The signal types this agent handles."""
+        return tuple(sorted(cls._handlers))
+
+    async def setup(self) -> None:
+        """Called once after the agent registered, before it reads signals."""
+
+    async def teardown(self) -> None:
+        """Called once after the last signal was settled, before it deregisters."""
+
+    async def dispatch(self, signal: Signal, ctx: Context) -> bool:
+        """Run the handler for ``signal``; return False when there is none."""
+        name = self._handlers.get(signal.signal_type)
+        if name is None:
+            return False
+        await getattr(self, name)(signal, ctx)
+        return True

@@ -1,0 +1,259 @@
+"""The signal bus on Redis Streams: publish, read through a consumer group, settle, inspect.
+
+Each agent has an inbox stream whose consumer group is named after the agent;
+replicas of one agent are consumers in that group and share its work. Publishing
+is one Lua script call (one round trip) whatever the number of targets, and it
+touches only the targets' streams, so its cost does not grow with the number of
+agents that are not targets. Reading is a batched blocking ``XREADGROUP``;
+settling a batch (ack + status + dead letters) is one more script call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis import exceptions as redis_errors
+
+from coordinator.connection import Redis, translate_redis_errors
+from coordinator.errors import InvalidInput, NotFound, UnknownAgent
+from coordinator.keys import Keys, check_agent_id, check_signal_id
+from coordinator.models import Signal, SignalStatus, now_s
+from coordinator.scripts import PUBLISH, SETTLE
+from coordinator.settings import Settings
+
+DLQ_MAXLEN = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entry read from an agent's inbox: the decoded signal, or why it could not be decoded."""
+
+    entry_id: str
+    fields: dict[str, str]
+    signal: Signal | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one delivery ended, to be recorded by :meth:`Bus.settle`."""
+
+    delivery: Delivery
+    status: SignalStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """Processing status of one signal for one target agent."""
+
+    agent_id: str
+    status: SignalStatus
+    entry_id: str | None
+    error: str | None = None
+    deliveries: int = 0
+    consumer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReport:
+    """A signal with the status of each of its targets."""
+
+    signal: Signal
+    targets: list[TargetStatus] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready view."""
+        return {
+            **self.signal.model_dump(mode="json"),
+            "status": {
+                t.agent_id: {
+                    "status": t.status.value,
+                    "entry_id": t.entry_id,
+                    "error": t.error,
+                    "deliveries": t.deliveries,
+                    "consumer": t.consumer,
+                }
+                for t in self.targets
+            },
+        }
+
+
+class Bus:
+    """Publishes and consumes signals on one Redis, under one namespace."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self._publish = redis.register_script(PUBLISH)
+        self._settle = redis.register_script(SETTLE)
+
+    # --- publishing ---------------------------------------------------------------
+    async def publish(self, signal: Signal, *, allow_unregistered: bool = False) -> dict[str, str]:
+        """Deliver ``signal`` to its targets (or the type's subscribers) in one round trip.
+
+        Returns target agent id -> stream entry id ({} if the id was already published).
+        Raises InvalidInput (payload too large), UnknownAgent, RedisUnavailable.
+        """
+        fields = signal.to_fields()
+        if len(fields["data"]) > self.settings.max_payload_bytes:
+            raise InvalidInput(
+                f"signal data is {len(fields['data'])} bytes; the limit is "
+                f"{self.settings.max_payload_bytes} (HIVEBUS_MAX_PAYLOAD_BYTES)"
+            )
+        targets = signal.target_agents
+        flat: list[str] = []
+        for name, value in fields.items():  # 'id', 'type', 'source' come first: the script relies on it
+            flat += (name, value)
+        ttl_ms = max(1, int((signal.expires_at - now_s()) * 1000))
+        keys = [
+            self.keys.signal(signal.signal_id),
+            self.keys.signal_log(),
+            self.keys.subscribers(signal.signal_type),
+            self.keys.agents(),
+            self.keys.agent(signal.source_agent),
+            *(self.keys.inbox(t) for t in targets),
+        ]
+        args: list[str | int] = [
+            ttl_ms,
+            self.settings.stream_maxlen,
+            self.settings.log_stream_maxlen,
+            self.keys.inbox_prefix(),
+            1 if allow_unregistered else 0,
+            signal.source_agent,
+            len(targets),
+            *targets,
+            *flat,
+        ]
+        async with translate_redis_errors():
+            try:
+                reply = await self._publish(keys=keys, args=args)
+            except redis_errors.ResponseError as exc:
+                unknown = unknown_agent_from(exc)
+                if unknown is not None:
+                    raise unknown from None
+                raise
+        return _pairs(reply[1:])
+
+    # --- consuming ----------------------------------------------------------------
+    async def ensure_group(self, agent_id: str) -> None:
+        """Create the agent's inbox and consumer group (reading from the start) if missing."""
+        async with translate_redis_errors():
+            try:
+                await self.redis.xgroup_create(
+                    self.keys.inbox(agent_id), agent_id, id="0", mkstream=True
+                )
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read(
+        self, agent_id: str, consumer: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        """Read up to ``count`` new entries for ``consumer`` in the agent's group."""
+        async with translate_redis_errors():
+            reply = await self.redis.xreadgroup(
+                agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count, block=block_ms
+            )
+        deliveries: list[Delivery] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                deliveries.append(decode_delivery(entry_id, fields))
+        return deliveries
+
+    async def settle(self, agent_id: str, outcomes: Sequence[Outcome]) -> int:
+        """Ack a batch and record each outcome (status, reason, dead letter) atomically."""
+        if not outcomes:
+            return 0
+        inbox = self.keys.inbox(agent_id)
+        keys = [inbox, self.keys.agent(agent_id), self.keys.dead_letters(agent_id)]
+        args: list[str | int | float] = [agent_id, DLQ_MAXLEN, round(now_s(), 6)]
+        for outcome in outcomes:
+            delivery = outcome.delivery
+            signal = delivery.signal
+            keys.append(self.keys.signal(signal.signal_id) if signal else inbox)
+            args += [
+                delivery.entry_id,
+                1 if signal else 0,
+                outcome.status.value,
+                outcome.reason,
+                json.dumps(delivery.fields, separators=(",", ":")) if outcome.status is SignalStatus.DEAD else "",
+            ]
+        async with translate_redis_errors():
+            return int(await self._settle(keys=keys, args=args))
+
+    # --- inspecting -----------------------------------------------------------------
+    async def report(self, signal_id: str) -> SignalReport:
+        """The signal and its status per target. Raises NotFound, InvalidId."""
+        key = self.keys.signal(check_signal_id(signal_id))
+        async with translate_redis_errors():
+            fields = await self.redis.hgetall(key)
+        if not fields:
+            raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
+        signal = Signal.from_fields(fields)
+        delivered = [t for t in fields.get("delivered_to", "").split(",") if t]
+        pipe = self.redis.pipeline(transaction=False)
+        for agent_id in delivered:
+            entry = fields.get(f"entry:{agent_id}")
+            pipe.xpending_range(self.keys.inbox(agent_id), agent_id, entry, entry, 1)
+        async with translate_redis_errors():
+            pending = await pipe.execute(raise_on_error=False)
+        targets = []
+        for agent_id, pel in zip(delivered, pending, strict=True):
+            status = SignalStatus(fields.get(f"status:{agent_id}", "PENDING"))
+            deliveries, consumer = 0, None
+            if isinstance(pel, list) and pel:
+                deliveries = int(pel[0]["times_delivered"])
+                consumer = str(pel[0]["consumer"])
+                if status is SignalStatus.PENDING:
+                    status = SignalStatus.PROCESSING
+            targets.append(
+                TargetStatus(
+                    agent_id, status, fields.get(f"entry:{agent_id}"),
+                    fields.get(f"error:{agent_id}"), deliveries, consumer,
+                )
+            )
+        return SignalReport(signal, targets)
+
+    async def recent(self, count: int = 20) -> list[dict[str, str]]:
+        """The last ``count`` published signals from the signal log, newest first."""
+        async with translate_redis_errors():
+            entries = await self.redis.xrevrange(self.keys.signal_log(), count=count)
+        rows = []
+        for entry_id, fields in entries:
+            rows.append({"entry": entry_id, **fields})
+        return rows
+
+    async def dead_letters(self, agent_id: str, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead letters of an agent, newest first."""
+        async with translate_redis_errors():
+            entries = await self.redis.xrevrange(
+                self.keys.dead_letters(check_agent_id(agent_id)), count=count
+            )
+        return [{"entry": entry_id, **fields} for entry_id, fields in entries]
+
+
+def decode_delivery(entry_id: str, fields: dict[str, str]) -> Delivery:
+    """Decode one inbox entry; a malformed entry becomes a Delivery carrying the error."""
+    try:
+        return Delivery(entry_id, fields, Signal.from_fields(fields))
+    except InvalidInput as exc:
+        return Delivery(entry_id, fields, None, f"malformed entry: {exc}")
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def unknown_agent_from(exc: Exception) -> UnknownAgent | None:
+    """Recognise the publish script's UNKNOWN_AGENT reply."""
+    text = str(exc)
+    if "UNKNOWN_AGENT" in text:
+        agent = text.split("UNKNOWN_AGENT", 1)[1].strip().split()[0]
+        return UnknownAgent(
+            f"agent {agent!r} has never registered (start it first, or pass --allow-unregistered)"
+        )
+    return None

@@ -1,0 +1,344 @@
+"""The ``hivebus`` command: argument parsing and one small function per subcommand.
+
+User mistakes end with one line on stderr (``hivebus: error: …``) and exit code 1
+(2 for bad usage); no traceback. Every listing takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+from coordinator import __version__
+from coordinator.bus import Bus
+from coordinator.connection import connected, redis_endpoint
+from coordinator.errors import HivebusError, InvalidInput
+from coordinator.logs import configure_logging
+from coordinator.managed_redis import find_binaries
+from coordinator.models import Signal, parse_json_object, parse_severity
+from coordinator.output import ago, clock, print_json, print_table
+from coordinator.registry import Registry
+from coordinator.settings import Settings, load_settings
+
+CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"hivebus: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+# --- commands that talk to Redis ------------------------------------------------------------
+
+
+async def _with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli") as redis:
+            return await body(redis)
+
+
+async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus publish TYPE: publish one signal and print its id."""
+    if not 0.0 <= args.confidence <= 1.0:
+        raise InvalidInput(f"--confidence must be between 0 and 1, got {args.confidence}")
+    targets = [t.strip() for t in (args.to or "").split(",") if t.strip()]
+    signal = Signal.create(
+        args.type,
+        args.source,
+        targets=targets,
+        ttl_s=args.ttl if args.ttl is not None else settings.signal_ttl_s,
+        severity=parse_severity(args.severity),
+        confidence=args.confidence,
+        data=parse_json_object(args.data),
+        correlation_id=args.correlation_id,
+    )
+
+    async def body(redis: Any) -> int:
+        delivered = await Bus(redis, settings).publish(
+            signal, allow_unregistered=args.allow_unregistered
+        )
+        if args.json:
+            print_json({"signal_id": signal.signal_id, "delivered_to": delivered})
+        else:
+            print(signal.signal_id)
+            if not delivered:
+                print("note: no agent is subscribed to this type; nobody received it",
+                      file=sys.stderr)
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus agents: registered agents with liveness and counters."""
+
+    async def body(redis: Any) -> int:
+        agents = await Registry(redis, settings).list()
+        if args.json:
+            print_json([a.as_dict() for a in agents])
+            return 0
+        print_table(
+            [
+                {
+                    "agent": a.agent_id, "type": a.agent_type, "status": a.status,
+                    "replicas": sum(1 for i in a.instances if i.alive),
+                    "last_seen": ago(a.last_seen), "processed": a.counters["processed"],
+                    "published": a.counters["published"], "dead": a.counters["dead"],
+                    "subscriptions": ",".join(a.subscriptions),
+                }
+                for a in agents
+            ],
+            ["agent", "type", "status", "replicas", "last_seen", "processed", "published",
+             "dead", "subscriptions"],
+        )
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus signals: recent signals, newest first."""
+
+    async def body(redis: Any) -> int:
+        rows = await Bus(redis, settings).recent(args.limit)
+        if args.json:
+            print_json(rows)
+            return 0
+        print_table(
+            [{"signal_id": r.get("id"), "time": clock(int(r["entry"].split("-")[0]) / 1000),
+              "type": r.get("type"), "source": r.get("source"), "to": r.get("to") or "(nobody)"}
+             for r in rows],
+            ["signal_id", "time", "type", "source", "to"],
+        )
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus signal show ID: one signal and its status per target."""
+
+    async def body(redis: Any) -> int:
+        report = await Bus(redis, settings).report(args.signal_id)
+        if args.json:
+            print_json(report.as_dict())
+            return 0
+        s = report.signal
+        print(f"signal    {s.signal_id}")
+        print(f"type      {s.signal_type}   severity {s.severity.value}   "
+              f"confidence {s.confidence:g}")
+        print(f"source    {s.source_agent}")
+        print(f"created   {clock(s.created_at)}   expires {clock(s.expires_at)}")
+        if s.correlation_id or s.causation_id:
+            print(f"caused by {s.causation_id or '-'}   correlation {s.correlation_id or '-'}")
+        print(f"data      {s.model_dump(mode='json')['data']}")
+        print()
+        print_table(
+            [{"target": t.agent_id, "status": t.status.value, "entry": t.entry_id or "-",
+              "deliveries": t.deliveries, "error": t.error or ""} for t in report.targets],
+            ["target", "status", "entry", "deliveries", "error"],
+        )
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus dlq list AGENT: an agent's dead letters, newest first."""
+
+    async def body(redis: Any) -> int:
+        rows = await Bus(redis, settings).dead_letters(args.agent_id, args.limit)
+        if args.json:
+            print_json(rows)
+            return 0
+        print_table(
+            [{"entry": r["entry"], "failed_at": clock(float(r.get("failed_at", 0))),
+              "reason": r.get("reason", "")} for r in rows],
+            ["entry", "failed_at", "reason"],
+        )
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus feed: publish seeded MARKET_TICK signals."""
+    from coordinator.feed import run_feed
+
+    async def body(redis: Any) -> int:
+        ids = await run_feed(
+            Bus(redis, settings), count=args.count, interval_s=args.interval, seed=args.seed
+        )
+        print(f"published {len(ids)} MARKET_TICK signals")
+        return 0
+
+    return await _with_redis(settings, body)
+
+
+async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus agent run SPEC --id ID: run one agent in this process until SIGTERM/SIGINT."""
+    from agents.runner import AgentRunner, load_agent_class, stop_on_signals
+    from coordinator.keys import check_agent_id
+
+    agent_cls = load_agent_class(args.spec)
+    agent = agent_cls(check_agent_id(args.id))
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name=f"hivebus-agent-{args.id}") as redis:
+            runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings))
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                await tg.start(stop_on_signals, stop)
+                await runner.run(stop, burst=args.burst)
+                tg.cancel_scope.cancel()
+    return 0
+
+
+async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus coordinator: keep the registry until SIGTERM/SIGINT (or one pass with --once)."""
+    from agents.runner import stop_on_signals
+    from coordinator.service import Coordinator
+
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-coordinator") as redis:
+            coordinator = Coordinator(Registry(redis, settings))
+            if args.once:
+                removed = await coordinator.tick()
+                print(f"one pass done: {removed} dead agent instance(s) removed")
+                return 0
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                await tg.start(stop_on_signals, stop)
+                await coordinator.run(stop)
+                tg.cancel_scope.cancel()
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus demo: the three-agent desk as separate processes."""
+    from coordinator.demo import run_demo
+
+    return await run_demo(settings, ticks=args.ticks, seed=args.seed,
+                          interval_s=args.interval, keep_running=args.keep_running)
+
+
+def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis."""
+    import subprocess
+
+    cli = find_binaries().cli
+    with redis_endpoint(settings) as url:
+        parts = urlsplit(url)
+        env = dict(os.environ)
+        if parts.password:
+            env["REDISCLI_AUTH"] = parts.password
+            host = parts.hostname or "localhost"
+            netloc = f"{parts.username + '@' if parts.username else ''}{host}"
+            if parts.port:
+                netloc += f":{parts.port}"
+            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return subprocess.call([cli, "-u", url, *args.cli_args], env=env)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hivebus`` command."""
+    parser = _Parser(prog="hivebus", description="hivebus: a signal bus and memory for agents.")
+    parser.add_argument("--version", action="version", version=f"hivebus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    demo = sub.add_parser("demo", help="run the three-agent trading desk end to end")
+    demo.add_argument("--ticks", type=int, default=20, help="market ticks to feed (default 20)")
+    demo.add_argument("--seed", type=int, default=7, help="market feed seed (default 7)")
+    demo.add_argument("--interval", type=float, default=0.05, help="seconds between ticks")
+    demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
+    demo.set_defaults(func=cmd_demo)
+
+    coord = sub.add_parser("coordinator", help="run the coordinator")
+    coord.add_argument("--once", action="store_true", help="run one pass and exit")
+    coord.set_defaults(func=cmd_coordinator)
+
+    agent = sub.add_parser("agent", help="run an agent").add_subparsers(
+        dest="agent_command", required=True, parser_class=_Parser)
+    run = agent.add_parser("run", help="run one agent process")
+    run.add_argument("spec", help="built-in name (market-hunter, risk-manager, trade-executor) "
+                                  "or module:Class")
+    run.add_argument("--id", required=True, help="agent id; replicas share one id")
+    run.add_argument("--burst", action="store_true", help="exit once the inbox is empty")
+    run.set_defaults(func=cmd_agent_run)
+
+    pub = listing(sub.add_parser("publish", help="publish a signal"))
+    pub.add_argument("type", help="signal type, UPPER_SNAKE_CASE")
+    pub.add_argument("--to", help="comma-separated target agent ids (default: subscribers)")
+    pub.add_argument("--severity", default="INFO", help="CRITICAL, HIGH, MEDIUM, LOW or INFO")
+    pub.add_argument("--confidence", type=float, default=1.0, help="0..1 (default 1)")
+    pub.add_argument("--data", default="{}", help="JSON object")
+    pub.add_argument("--source", default="cli", help="source agent id (default cli)")
+    pub.add_argument("--ttl", type=float, help="seconds until the signal expires (default 24 h)")
+    pub.add_argument("--correlation-id", help="correlation id to carry")
+    pub.add_argument("--allow-unregistered", action="store_true",
+                     help="allow targets that have never registered")
+    pub.set_defaults(func=cmd_publish)
+
+    listing(sub.add_parser("agents", help="list agents with liveness")).set_defaults(
+        func=cmd_agents)
+    sigs = listing(sub.add_parser("signals", help="recent signals, newest first"))
+    sigs.add_argument("--limit", type=int, default=20)
+    sigs.set_defaults(func=cmd_signals)
+
+    signal = sub.add_parser("signal", help="one signal").add_subparsers(
+        dest="signal_command", required=True, parser_class=_Parser)
+    show = listing(signal.add_parser("show", help="a signal and its status per target"))
+    show.add_argument("signal_id")
+    show.set_defaults(func=cmd_signal_show)
+
+    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="dlq_command", required=True, parser_class=_Parser)
+    dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
+    dlq_list.add_argument("agent_id")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.set_defaults(func=cmd_dlq_list)
+
+    feed = sub.add_parser("feed", help="publish seeded MARKET_TICK signals")
+    feed.add_argument("--count", type=int, default=20)
+    feed.add_argument("--interval", type=float, default=1.0)
+    feed.add_argument("--seed", type=int, default=7)
+    feed.set_defaults(func=cmd_feed)
+
+    rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
+    rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")
+    rcli.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``hivebus`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings)
+        if args.command == "redis-cli":
+            code = redis_cli(args, settings)
+        else:
+            func: CommandFn = args.func
+            code = anyio.run(func, args, settings)
+    except HivebusError as exc:
+        sys.stderr.write(f"hivebus: error: {exc}\n")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)

@@ -1,0 +1,103 @@
+"""Where hivebus meets redis-py: resolving the URL, opening clients, translating errors.
+
+redis-py exceptions become :class:`~coordinator.errors.RedisUnavailable` here and
+nowhere else, with any password in the URL redacted from the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import TypeAlias
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from coordinator import managed_redis
+from coordinator.errors import HivebusError, RedisUnavailable
+from coordinator.settings import Settings, redact_url
+
+Redis: TypeAlias = "aioredis.Redis"
+
+
+@contextlib.contextmanager
+def redis_endpoint(settings: Settings, *, start: bool = True) -> Iterator[str]:
+    """Yield the Redis URL to use: the configured one, else the managed local Redis.
+
+    With ``start`` the managed Redis is started when none runs in the hivebus home,
+    and stopped on exit if this call started it. Without ``start`` a missing one
+    is an error. Raises ManagedRedisError or RedisUnavailable.
+    """
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    if not start:
+        server = managed_redis.discover(settings.home.resolve())
+        if server is None:
+            raise RedisUnavailable(
+                f"no hivebus Redis is running in {settings.home}/ and HIVEBUS_REDIS_URL is not set"
+            )
+        yield server.url
+        return
+    server = managed_redis.start(settings.home)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def open_client(url: str, *, client_name: str | None = None) -> Redis:
+    """Open an asyncio Redis client that decodes responses as UTF-8 text."""
+    try:
+        return aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            client_name=client_name,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str, *, client_name: str | None = None) -> AsyncIterator[Redis]:
+    """Open a client, check it answers PING, and close it on exit. Raises RedisUnavailable."""
+    client = open_client(url, client_name=client_name)
+    try:
+        async with translate_redis_errors(url):
+            await client.ping()
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def translate_redis_errors(url: str | None = None) -> AsyncIterator[None]:
+    """Turn redis-py errors raised inside the block into RedisUnavailable, password redacted."""
+    try:
+        yield
+    except HivebusError:
+        raise
+    except redis_errors.AuthenticationError:
+        raise RedisUnavailable(f"Redis refused the credentials{_at(url)}") from None
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"cannot reach Redis{_at(url)}: {_scrub(str(exc), url)}") from None
+    except redis_errors.RedisError as exc:
+        raise RedisUnavailable(f"Redis error{_at(url)}: {_scrub(str(exc), url)}") from None
+
+
+def _at(url: str | None) -> str:
+    return f" at {redact_url(url)}" if url else ""
+
+
+def _scrub(message: str, url: str | None) -> str:
+    if url:
+        from urllib.parse import urlsplit
+
+        with contextlib.suppress(ValueError):
+            password = urlsplit(url).password
+            if password:
+                message = message.replace(password, "***")
+    return message.splitlines()[0] if message else message

@@ -1,0 +1,50 @@
+"""Every exception hivebus raises, under one root.
+
+::
+
+    HivebusError                      root: catch this to catch anything of ours
+    ├── ConfigError                   settings or environment are unusable
+    ├── InvalidInput                  a caller passed something malformed
+    │   └── InvalidId                 an agent id / signal type fails validation
+    ├── NotFound                      a named thing (signal, agent) does not exist
+    ├── UnknownAgent                  publishing to an agent that never registered
+    ├── RedisUnavailable              Redis cannot be reached or answered with an error
+    └── ManagedRedisError             the managed local redis-server failed to start
+
+redis-py errors are translated into ``RedisUnavailable`` at one boundary
+(:func:`coordinator.connection.translate_redis_errors`).
+"""
+
+from __future__ import annotations
+
+
+class HivebusError(Exception):
+    """Root of every hivebus exception; its message is one line fit for a user."""
+
+
+class ConfigError(HivebusError):
+    """Raised when settings or the environment cannot be used."""
+
+
+class InvalidInput(HivebusError):
+    """Raised when a caller passes malformed input (bad JSON, out-of-range values)."""
+
+
+class InvalidId(InvalidInput):
+    """Raised when an agent id or a signal type fails validation."""
+
+
+class NotFound(HivebusError):
+    """Raised when a named signal or agent does not exist."""
+
+
+class UnknownAgent(HivebusError):
+    """Raised when publishing to an agent id that has never registered."""
+
+
+class RedisUnavailable(HivebusError):
+    """Raised when Redis cannot be reached, or rejects a command."""
+
+
+class ManagedRedisError(HivebusError):
+    """Raised when the managed local redis-server cannot be found or started."""

@@ -1,0 +1,112 @@
+"""Every Redis key hivebus writes is named here, and every id that goes into one is checked here.
+
+The README's key table mirrors this module. All keys live under one namespace
+prefix (``hive`` by default) so several deployments can share a Redis.
+Validation of agent ids and signal types happens before a key is built, so no
+input can forge a key (``*``, ``:``, ``{``, spaces and the like are refused).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from coordinator.errors import InvalidId
+
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SIGNAL_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+SIGNAL_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "…")
+
+
+def check_agent_id(agent_id: str) -> str:
+    """Return ``agent_id`` if valid; raise InvalidId otherwise.
+
+    Valid: 1-64 characters of letters, digits, ``_ . -``, starting with a letter or digit.
+    """
+    if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
+        raise InvalidId(
+            f"invalid agent id {_shown(str(agent_id))}: use 1-64 letters, digits, '_', '.', '-'"
+        )
+    return agent_id
+
+
+def check_signal_type(signal_type: str) -> str:
+    """Return ``signal_type`` if it is UPPER_SNAKE_CASE (≤ 64 chars); raise InvalidId otherwise."""
+    if not isinstance(signal_type, str) or not SIGNAL_TYPE_RE.match(signal_type):
+        raise InvalidId(
+            f"invalid signal type {_shown(str(signal_type))}: use UPPER_SNAKE_CASE, e.g. WHALE_ACTIVITY"
+        )
+    return signal_type
+
+
+def check_signal_id(signal_id: str) -> str:
+    """Return ``signal_id`` if it has the shape of a hivebus signal id; raise InvalidId otherwise."""
+    if not isinstance(signal_id, str) or not SIGNAL_ID_RE.match(signal_id):
+        raise InvalidId(f"invalid signal id {_shown(str(signal_id))}: expected 26 characters")
+    return signal_id
+
+
+def check_instance_id(instance_id: str) -> str:
+    """Return ``instance_id`` if valid; raise InvalidId otherwise."""
+    if not INSTANCE_ID_RE.match(instance_id):
+        raise InvalidId(f"invalid instance id {_shown(instance_id)}")
+    return instance_id
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds key names for one namespace. Every method validates the ids it is given."""
+
+    namespace: str = "hive"
+
+    @property
+    def prefix(self) -> str:
+        """The prefix every key starts with, e.g. ``hive:``."""
+        return f"{self.namespace}:"
+
+    # --- registry -------------------------------------------------------------
+    def agents(self) -> str:
+        """SET of every agent id that has ever registered."""
+        return f"{self.namespace}:agents"
+
+    def agent(self, agent_id: str) -> str:
+        """HASH describing one agent: type, subscriptions, status, counters."""
+        return f"{self.namespace}:agent:{check_agent_id(agent_id)}"
+
+    def instances(self, agent_id: str) -> str:
+        """HASH instance id -> JSON (host, pid, started_at) of an agent's running replicas."""
+        return f"{self.namespace}:agent:{check_agent_id(agent_id)}:instances"
+
+    def heartbeat(self, agent_id: str, instance_id: str) -> str:
+        """STRING with a TTL, refreshed by one running replica while it is alive."""
+        return f"{self.namespace}:hb:{check_agent_id(agent_id)}:{check_instance_id(instance_id)}"
+
+    def subscribers(self, signal_type: str) -> str:
+        """SET of agent ids subscribed to a signal type (receivers of untargeted signals)."""
+        return f"{self.namespace}:subs:{check_signal_type(signal_type)}"
+
+    # --- bus --------------------------------------------------------------------
+    def inbox(self, agent_id: str) -> str:
+        """STREAM of signals delivered to one agent; its consumer group is named after the agent."""
+        return f"{self.namespace}:stream:{check_agent_id(agent_id)}"
+
+    def signal(self, signal_id: str) -> str:
+        """HASH of one signal: its fields plus status / entry / error per target; expires."""
+        return f"{self.namespace}:signal:{check_signal_id(signal_id)}"
+
+    def signal_log(self) -> str:
+        """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
+        return f"{self.namespace}:signals"
+
+    def dead_letters(self, agent_id: str) -> str:
+        """STREAM of signals an agent could not process, with the reason."""
+        return f"{self.namespace}:dlq:{check_agent_id(agent_id)}"
+
+    def inbox_prefix(self) -> str:
+        """Prefix of inbox stream keys, passed to the publish script for untargeted signals."""
+        return f"{self.namespace}:stream:"

@@ -1,0 +1,246 @@
+"""The agent registry: who is registered, which replicas run, and who is alive.
+
+An agent id is registered once (``hive:agents``, ``hive:agent:<id>``); each running
+process of it is an *instance* with a heartbeat key that expires unless refreshed.
+Liveness is read from the heartbeat keys, so a SIGKILLed process is seen dead as
+soon as its heartbeat TTL runs out; the coordinator then removes the dead instance
+and marks the agent ``dead`` when none of its instances is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.connection import Redis, translate_redis_errors
+from coordinator.keys import Keys, check_agent_id, check_signal_type
+from coordinator.models import now_s
+from coordinator.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One running process of an agent."""
+
+    instance_id: str
+    host: str
+    pid: int
+    started_at: float
+    alive: bool = False
+
+    @classmethod
+    def here(cls, agent_id: str) -> Instance:
+        """Describe the current process as an instance of ``agent_id``."""
+        host = socket.gethostname()
+        safe_host = "".join(c if c.isalnum() or c in "-_." else "-" for c in host)[:64] or "host"
+        return cls(f"{safe_host}-{os.getpid()}-{os.urandom(2).hex()}", host, os.getpid(), now_s())
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """A registered agent as the registry sees it."""
+
+    agent_id: str
+    agent_type: str
+    subscriptions: tuple[str, ...]
+    version: str
+    status: str
+    registered_at: float
+    last_seen: float | None
+    counters: dict[str, int]
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        """True when at least one instance has a live heartbeat."""
+        return any(i.alive for i in self.instances)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "agent_id": self.agent_id,
+            "type": self.agent_type,
+            "subscriptions": list(self.subscriptions),
+            "version": self.version,
+            "status": self.status,
+            "alive": self.alive,
+            "registered_at": self.registered_at,
+            "last_seen": self.last_seen,
+            "counters": self.counters,
+            "instances": [
+                {"instance_id": i.instance_id, "host": i.host, "pid": i.pid,
+                 "started_at": i.started_at, "alive": i.alive}
+                for i in self.instances
+            ],
+        }
+
+
+COUNTER_FIELDS = ("published", "processed", "dead", "expired")
+
+
+class Registry:
+    """Reads and writes the agent registry."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+
+    async def register(
+        self,
+        agent_id: str,
+        instance: Instance,
+        *,
+        agent_type: str,
+        subscriptions: tuple[str, ...],
+        version: str,
+    ) -> None:
+        """Register (or re-register) ``agent_id`` and start ``instance``'s heartbeat."""
+        check_agent_id(agent_id)
+        subs = tuple(sorted({check_signal_type(s) for s in subscriptions}))
+        agent_key = self.keys.agent(agent_id)
+        async with translate_redis_errors():
+            previous = await self.redis.hget(agent_key, "subscriptions") or ""
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.sadd(self.keys.agents(), agent_id)
+            pipe.hsetnx(agent_key, "registered_at", f"{now_s():.3f}")
+            pipe.hset(
+                agent_key,
+                mapping={
+                    "type": agent_type,
+                    "subscriptions": ",".join(subs),
+                    "version": version,
+                    "status": "active",
+                    "last_seen": f"{now_s():.3f}",
+                },
+            )
+            for old in set(filter(None, previous.split(","))) - set(subs):
+                pipe.srem(self.keys.subscribers(old), agent_id)
+            for sub in subs:
+                pipe.sadd(self.keys.subscribers(sub), agent_id)
+            pipe.hset(self.keys.instances(agent_id), instance.instance_id, _instance_json(instance))
+            pipe.set(
+                self.keys.heartbeat(agent_id, instance.instance_id),
+                f"{now_s():.3f}",
+                px=int(self.settings.heartbeat_ttl_s * 1000),
+            )
+            await pipe.execute()
+
+    async def heartbeat(self, agent_id: str, instance: Instance) -> None:
+        """Refresh ``instance``'s heartbeat key and the agent's ``last_seen``."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(
+                self.keys.heartbeat(agent_id, instance.instance_id),
+                f"{now_s():.3f}",
+                px=int(self.settings.heartbeat_ttl_s * 1000),
+            )
+            pipe.hset(self.keys.instances(agent_id), instance.instance_id, _instance_json(instance))
+            pipe.hset(self.keys.agent(agent_id), "last_seen", f"{now_s():.3f}")
+            await pipe.execute()
+
+    async def deregister(self, agent_id: str, instance: Instance) -> None:
+        """Remove ``instance``; mark the agent ``stopped`` when it was the last one running.
+
+        The agent stays registered: signals sent to it wait in its inbox until it returns.
+        """
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hdel(self.keys.instances(agent_id), instance.instance_id)
+            pipe.delete(self.keys.heartbeat(agent_id, instance.instance_id))
+            pipe.hlen(self.keys.instances(agent_id))
+            _, _, remaining = await pipe.execute()
+            if remaining == 0:
+                await self.redis.hset(self.keys.agent(agent_id), "status", "stopped")
+
+    async def is_registered(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` has ever registered."""
+        async with translate_redis_errors():
+            return bool(await self.redis.sismember(self.keys.agents(), check_agent_id(agent_id)))
+
+    async def list(self) -> list[AgentInfo]:
+        """Every registered agent with its instances and their liveness, sorted by id."""
+        async with translate_redis_errors():
+            agent_ids = sorted(await self.redis.smembers(self.keys.agents()))
+            pipe = self.redis.pipeline(transaction=False)
+            for agent_id in agent_ids:
+                pipe.hgetall(self.keys.agent(agent_id))
+                pipe.hgetall(self.keys.instances(agent_id))
+            raw = await pipe.execute()
+            infos = []
+            hb_pipe = self.redis.pipeline(transaction=False)
+            for index, agent_id in enumerate(agent_ids):
+                fields, instances = raw[2 * index], raw[2 * index + 1]
+                for instance_id in instances:
+                    hb_pipe.exists(self.keys.heartbeat(agent_id, instance_id))
+                infos.append((agent_id, fields, instances))
+            beats = iter(await hb_pipe.execute())
+        return [_agent_info(agent_id, fields, instances, beats) for agent_id, fields, instances in infos]
+
+    async def get(self, agent_id: str) -> AgentInfo | None:
+        """One agent, or None when it never registered."""
+        for info in await self.list():
+            if info.agent_id == agent_id:
+                return info
+        return None
+
+    async def reap_dead(self) -> list[tuple[str, Instance]]:
+        """Remove instances whose heartbeat expired; mark agents with none left ``dead``.
+
+        Returns the (agent id, instance) pairs removed.
+        """
+        removed: list[tuple[str, Instance]] = []
+        for info in await self.list():
+            dead = [i for i in info.instances if not i.alive]
+            if not dead:
+                continue
+            async with translate_redis_errors():
+                await self.redis.hdel(
+                    self.keys.instances(info.agent_id), *(i.instance_id for i in dead)
+                )
+                if not info.alive:
+                    await self.redis.hset(self.keys.agent(info.agent_id), "status", "dead")
+            removed += [(info.agent_id, i) for i in dead]
+        return removed
+
+
+def _instance_json(instance: Instance) -> str:
+    return json.dumps(
+        {"host": instance.host, "pid": instance.pid, "started_at": round(instance.started_at, 3)}
+    )
+
+
+def _agent_info(
+    agent_id: str, fields: dict[str, str], instances: dict[str, str], beats: Any
+) -> AgentInfo:
+    parsed = []
+    for instance_id, raw in sorted(instances.items()):
+        try:
+            data = json.loads(raw)
+            parsed.append(
+                Instance(instance_id, str(data.get("host", "?")), int(data.get("pid", 0)),
+                         float(data.get("started_at", 0.0)), alive=bool(next(beats)))
+            )
+        except (ValueError, TypeError):
+            next(beats)
+    alive = any(i.alive for i in parsed)
+    status = fields.get("status", "unknown")
+    if alive:
+        status = "alive"
+    elif status in ("active", "alive"):
+        status = "dead"
+    last_seen = fields.get("last_seen")
+    return AgentInfo(
+        agent_id=agent_id,
+        agent_type=fields.get("type", "?"),
+        subscriptions=tuple(filter(None, fields.get("subscriptions", "").split(","))),
+        version=fields.get("version", "?"),
+        status=status,
+        registered_at=float(fields.get("registered_at", 0) or 0),
+        last_seen=float(last_seen) if last_seen else None,
+        counters={name: int(fields.get(name, 0) or 0) for name in COUNTER_FIELDS},
+        instances=parsed,
+    )

@@ -1,0 +1,84 @@
+"""Lua scripts that make multi-step Redis changes atomic and one round trip each.
+
+Each is registered once per client (``register_script`` sends EVALSHA and falls
+back to EVAL when the server has not seen the script yet).
+"""
+
+from __future__ import annotations
+
+# Publish one signal.
+# KEYS: 1 signal hash, 2 signal log stream, 3 subscribers set of the type,
+#       4 registered-agents set, 5 source agent hash, 6.. inbox stream per explicit target
+# ARGV: 1 ttl ms, 2 inbox maxlen, 3 log maxlen, 4 inbox key prefix, 5 allow unregistered (1/0),
+#       6 source agent id, 7 number of explicit targets n, 8..7+n target ids, then field pairs.
+# Returns {1, target, entry, target, entry, ...} or {0} when the signal id already exists
+# (a publisher retrying after a lost reply does not create a second signal).
+PUBLISH = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local n = tonumber(ARGV[7])
+local targets, streams = {}, {}
+if n > 0 then
+  for i = 1, n do targets[i] = ARGV[7 + i]; streams[i] = KEYS[5 + i] end
+  if ARGV[5] ~= '1' then
+    for i = 1, n do
+      if redis.call('SISMEMBER', KEYS[4], targets[i]) == 0 then
+        return redis.error_reply('UNKNOWN_AGENT ' .. targets[i])
+      end
+    end
+  end
+else
+  targets = redis.call('SMEMBERS', KEYS[3])
+  table.sort(targets)
+  for i, t in ipairs(targets) do streams[i] = ARGV[4] .. t end
+end
+local fields = {}
+for i = 8 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+local reply = {1}
+for i, t in ipairs(targets) do
+  local entry = redis.call('XADD', streams[i], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+  redis.call('HSET', KEYS[1], 'status:' .. t, 'PENDING', 'entry:' .. t, entry)
+  reply[#reply + 1] = t
+  reply[#reply + 1] = entry
+end
+redis.call('HSET', KEYS[1], 'delivered_to', table.concat(targets, ','))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local log = {'id', fields[2], 'type', fields[4], 'source', fields[6], 'to', table.concat(targets, ',')}
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(log))
+if redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'published', 1)
+end
+return reply
+"""
+
+# Settle a batch of entries an agent has read: ack them and record each outcome.
+# KEYS: 1 inbox stream, 2 agent hash, 3 dead-letter stream, 4.. one key per entry
+#       (the signal hash, or the inbox key again when the entry had no valid signal id)
+# ARGV: 1 group (= agent id), 2 dlq maxlen, 3 now (seconds), then per entry 5 values:
+#       entry id, has signal hash (1/0), status, reason, original fields as JSON.
+# A signal hash that has expired is not recreated. Returns the number of entries acked.
+SETTLE = r"""
+local acked = 0
+local counts = {}
+for i = 0, (#ARGV - 3) / 5 - 1 do
+  local base = 4 + i * 5
+  local entry, has_hash, status = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local reason, original = ARGV[base + 3], ARGV[base + 4]
+  local key = KEYS[4 + i]
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], entry)
+  if has_hash == '1' and redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'status:' .. ARGV[1], status)
+    if reason ~= '' then redis.call('HSET', key, 'error:' .. ARGV[1], reason) end
+  end
+  if status == 'DEAD' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
+      'entry', entry, 'agent', ARGV[1], 'reason', reason, 'failed_at', ARGV[3],
+      'original', original)
+  end
+  counts[status] = (counts[status] or 0) + 1
+end
+for status, c in pairs(counts) do
+  redis.call('HINCRBY', KEYS[2], string.lower(status), c)
+end
+return acked
+"""

@@ -1,0 +1,77 @@
+"""Settings, built once at the process edge from environment variables.
+
+Library code never reads ``os.environ``; it takes a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coordinator.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """All tunables of a hivebus process. Frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(env_prefix="HIVEBUS_", frozen=True, extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("HIVEBUS_REDIS_URL", "REDIS_URL")
+    )
+    namespace: str = Field(default="hive", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    home: Path = Path(".hivebus")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    signal_ttl_s: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    stream_maxlen: int = Field(default=100_000, ge=100)
+    log_stream_maxlen: int = Field(default=100_000, ge=100)
+    heartbeat_ttl_s: float = Field(default=6.0, gt=0.5)
+    coordinator_tick_s: float = Field(default=1.0, gt=0.05)
+    read_batch: int = Field(default=128, ge=1, le=10_000)
+    read_block_ms: int = Field(default=500, ge=10, le=4000)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often an agent refreshes its heartbeat: a third of the TTL."""
+        return self.heartbeat_ttl_s / 3
+
+    @property
+    def redacted_redis_url(self) -> str | None:
+        """The Redis URL with any password replaced by ``***``."""
+        return redact_url(self.redis_url) if self.redis_url else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides.
+
+    Raises ConfigError with one line per bad variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"bad configuration: {problems}") from None
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
