@@ -175,13 +175,9 @@ class Bus:
             delivery = outcome.delivery
             signal = delivery.signal
             keys.append(self.keys.signal(signal.signal_id) if signal else inbox)
-            args += [
-                delivery.entry_id,
-                1 if signal else 0,
-                outcome.status.value,
-                outcome.reason,
-                json.dumps(delivery.fields, separators=(",", ":")) if outcome.status is SignalStatus.DEAD else "",
-            ]
+            dead = outcome.status is SignalStatus.DEAD
+            original = json.dumps(delivery.fields, separators=(",", ":")) if dead else ""
+            args += [delivery.entry_id, 1 if signal else 0, outcome.status.value, outcome.reason, original]
         async with translate_redis_errors():
             return int(await self._settle(keys=keys, args=args))
 

@@ -82,7 +82,7 @@ async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agents: registered agents with liveness and counters."""
 
     async def body(redis: Any) -> int:
-        agents = await Registry(redis, settings).list()
+        agents = await Registry(redis, settings).list_agents()
         if args.json:
             print_json([a.as_dict() for a in agents])
             return 0

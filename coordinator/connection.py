@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -17,7 +17,9 @@ from coordinator import managed_redis
 from coordinator.errors import HivebusError, RedisUnavailable
 from coordinator.settings import Settings, redact_url
 
-Redis: TypeAlias = "aioredis.Redis"
+# redis-py annotates replies as ``bytes | str`` whatever ``decode_responses`` says; our clients
+# always decode, so library code treats the client as untyped and types what it returns.
+Redis: TypeAlias = Any
 
 
 @contextlib.contextmanager

@@ -73,12 +73,13 @@ def _stop_all(children: list[Child], timeout: float = 15.0) -> list[str]:
     return problems
 
 
-async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    with anyio.move_on_after(timeout):
-        while not await predicate():
+async def _wait_for(predicate: Any, limit_s: float, what: str) -> None:
+    """Poll ``predicate`` (state in other processes, so no event to wait on) until true."""
+    with anyio.move_on_after(limit_s):
+        while not await predicate():  # noqa: ASYNC110 - the state lives in Redis and child processes
             await anyio.sleep(0.05)
         return
-    raise HivebusError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise HivebusError(f"timed out after {limit_s:.0f}s waiting for {what}")
 
 
 async def run_demo(
@@ -127,11 +128,11 @@ async def _drive(
             if child.process.poll() is not None:
                 raise HivebusError(f"{child.name} exited early with code {child.process.returncode}"
                                    f" (see {settings.home}/logs/{child.name}.log)")
-        agents = {a.agent_id: a for a in await registry.list()}
+        agents = {a.agent_id: a for a in await registry.list_agents()}
         return all(agent_id in agents and agents[agent_id].alive for _, agent_id in DESK)
 
     await _wait_for(desk_alive, STARTUP_TIMEOUT_S, "the agents to register")
-    before = {a.agent_id: dict(a.counters) for a in await registry.list()}
+    before = {a.agent_id: dict(a.counters) for a in await registry.list_agents()}
     last = await redis.xrevrange(keys.signal_log(), count=1)
     start_entry = last[0][0] if last else "0-0"
     print(f"feeding   {ticks} market ticks (seed {seed})")
@@ -157,7 +158,7 @@ async def _drive(
         by_type[report.signal.signal_type] = by_type.get(report.signal.signal_type, 0) + 1
         for target in report.targets:
             statuses[target.status.value] = statuses.get(target.status.value, 0) + 1
-    after = {a.agent_id: a.counters for a in await registry.list()}
+    after = {a.agent_id: a.counters for a in await registry.list_agents()}
     _print_summary(before, after, by_type, statuses, keys)
     return 0 if set(statuses) <= {"PROCESSED"} else 1
 

@@ -146,8 +146,8 @@ class Signal(BaseModel):
             "severity": self.severity.value,
             "confidence": repr(self.confidence),
             "data": json.dumps(self.data, separators=(",", ":"), sort_keys=True),
-            "created_at": f"{self.created_at:.6f}",
-            "expires_at": f"{self.expires_at:.6f}",
+            "created_at": repr(self.created_at),
+            "expires_at": repr(self.expires_at),
         }
         if self.correlation_id:
             fields["correlation_id"] = self.correlation_id
@@ -159,7 +159,7 @@ class Signal(BaseModel):
     def from_fields(cls, fields: dict[str, str]) -> Signal:
         """Decode stream / hash fields; raise InvalidInput naming the problem for a bad entry."""
         try:
-            raw_data = fields["data"] if "data" in fields else "{}"
+            raw_data = fields.get("data", "{}")
             try:
                 data = json.loads(raw_data)
             except (json.JSONDecodeError, TypeError):
@@ -172,7 +172,7 @@ class Signal(BaseModel):
                 signal_type=fields["type"],
                 source_agent=fields["source"],
                 target_agents=tuple(t for t in targets.split(",") if t),
-                severity=fields.get("severity", "INFO"),  # type: ignore[arg-type]
+                severity=Severity(fields.get("severity", "INFO")),
                 confidence=float(fields.get("confidence", "1.0")),
                 data=data,
                 created_at=float(fields["created_at"]),

@@ -161,7 +161,7 @@ class Registry:
         async with translate_redis_errors():
             return bool(await self.redis.sismember(self.keys.agents(), check_agent_id(agent_id)))
 
-    async def list(self) -> list[AgentInfo]:
+    async def list_agents(self) -> list[AgentInfo]:
         """Every registered agent with its instances and their liveness, sorted by id."""
         async with translate_redis_errors():
             agent_ids = sorted(await self.redis.smembers(self.keys.agents()))
@@ -182,7 +182,7 @@ class Registry:
 
     async def get(self, agent_id: str) -> AgentInfo | None:
         """One agent, or None when it never registered."""
-        for info in await self.list():
+        for info in await self.list_agents():
             if info.agent_id == agent_id:
                 return info
         return None
@@ -193,7 +193,7 @@ class Registry:
         Returns the (agent id, instance) pairs removed.
         """
         removed: list[tuple[str, Instance]] = []
-        for info in await self.list():
+        for info in await self.list_agents():
             dead = [i for i in info.instances if not i.alive]
             if not dead:
                 continue

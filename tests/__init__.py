@@ -1,0 +1,1 @@
+"""hivebus test suite."""

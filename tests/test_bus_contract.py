@@ -1,0 +1,138 @@
+"""Contract tests of the bus, run on fakeredis and on every real redis-server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from coordinator.bus import Bus, Outcome
+from coordinator.errors import InvalidInput, NotFound, UnknownAgent
+from coordinator.keys import Keys
+from coordinator.models import Signal, SignalStatus
+from coordinator.registry import Instance, Registry
+from coordinator.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def register(redis: Any, settings: Settings, agent_id: str, *subs: str) -> Instance:
+    """Register ``agent_id`` subscribed to ``subs`` and create its consumer group."""
+    instance = Instance.here(agent_id)
+    await Registry(redis, settings).register(
+        agent_id, instance, agent_type="test", subscriptions=subs, version="1"
+    )
+    await Bus(redis, settings).ensure_group(agent_id)
+    return instance
+
+
+async def test_targeted_publish_reaches_only_its_targets(redis: Any, settings: Settings) -> None:
+    """A targeted signal lands in each target's stream and nowhere else, status PENDING."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    for agent_id in ("rm-1", "te-1", "bystander"):
+        await register(redis, settings, agent_id, "WHALE_ACTIVITY")
+    signal = Signal.create("WHALE_ACTIVITY", "mh-1", targets=["rm-1", "te-1"],
+                           data={"amount_btc": 1500})
+    delivered = await bus.publish(signal)
+    assert sorted(delivered) == ["rm-1", "te-1"]
+    assert await redis.xlen(keys.inbox("rm-1")) == 1
+    assert await redis.xlen(keys.inbox("te-1")) == 1
+    assert await redis.xlen(keys.inbox("bystander")) == 0
+    entry = (await redis.xrange(keys.inbox("rm-1")))[0][1]
+    assert entry["type"] == "WHALE_ACTIVITY" and json.loads(entry["data"]) == {"amount_btc": 1500}
+    report = await bus.report(signal.signal_id)
+    assert {t.agent_id: t.status for t in report.targets} == {
+        "rm-1": SignalStatus.PENDING, "te-1": SignalStatus.PENDING}
+
+
+async def test_untargeted_publish_reaches_subscribers(redis: Any, settings: Settings) -> None:
+    """With no targets a signal goes to every agent subscribed to its type."""
+    bus = Bus(redis, settings)
+    await register(redis, settings, "a1", "EXTREME_FUNDING")
+    await register(redis, settings, "a2", "EXTREME_FUNDING", "OTHER")
+    await register(redis, settings, "a3", "OTHER")
+    delivered = await bus.publish(Signal.create("EXTREME_FUNDING", "mh-1"))
+    assert sorted(delivered) == ["a1", "a2"]
+
+
+async def test_unregistered_target_is_refused_unless_allowed(redis: Any, settings: Settings) -> None:
+    """Publishing to a never-registered id fails and writes nothing, unless explicitly allowed."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    signal = Signal.create("PING", "cli", targets=["ghost"])
+    with pytest.raises(UnknownAgent, match="ghost"):
+        await bus.publish(signal)
+    assert not await redis.exists(keys.signal(signal.signal_id), keys.inbox("ghost"))
+    assert await bus.publish(signal, allow_unregistered=True) == {
+        "ghost": (await redis.xrange(keys.inbox("ghost")))[0][0]}
+
+
+async def test_republishing_the_same_signal_is_a_no_op(redis: Any, settings: Settings) -> None:
+    """A publisher retrying with the same signal id does not create a second delivery."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "rm-1", "PING")
+    signal = Signal.create("PING", "cli", targets=["rm-1"])
+    assert await bus.publish(signal)
+    assert await bus.publish(signal) == {}
+    assert await redis.xlen(keys.inbox("rm-1")) == 1
+
+
+async def test_oversize_payload_is_refused(redis: Any, settings: Settings) -> None:
+    """Data larger than the configured limit is refused before anything is written."""
+    bus = Bus(redis, settings)
+    await register(redis, settings, "rm-1", "PING")
+    big = Signal.create("PING", "cli", targets=["rm-1"], data={"x": "y" * 70_000})
+    with pytest.raises(InvalidInput, match="limit"):
+        await bus.publish(big)
+
+
+async def test_replicas_share_work_and_settle_acks(redis: Any, settings: Settings) -> None:
+    """Two consumers of one group split the entries; settling acks them and records PROCESSED."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "te-1", "PING")
+    ids = [(await bus.publish(Signal.create("PING", "cli", targets=["te-1"])), None) for _ in range(10)]
+    assert len(ids) == 10
+    first = await bus.read("te-1", "replica-a", count=6, block_ms=None)
+    second = await bus.read("te-1", "replica-b", count=10, block_ms=None)
+    assert len(first) == 6 and len(second) == 4
+    assert not {d.entry_id for d in first} & {d.entry_id for d in second}
+    report = await bus.report(first[0].signal.signal_id)  # type: ignore[union-attr]
+    assert report.targets[0].status is SignalStatus.PROCESSING
+    assert report.targets[0].consumer == "replica-a"
+    acked = await bus.settle("te-1", [Outcome(d, SignalStatus.PROCESSED) for d in first + second])
+    assert acked == 10
+    groups = await redis.xinfo_groups(keys.inbox("te-1"))
+    assert groups[0]["pending"] == 0
+    report = await bus.report(second[-1].signal.signal_id)  # type: ignore[union-attr]
+    assert report.targets[0].status is SignalStatus.PROCESSED
+    assert (await Registry(redis, settings).get("te-1")).counters["processed"] == 10  # type: ignore[union-attr]
+
+
+async def test_malformed_entry_is_dead_lettered_with_reason(redis: Any, settings: Settings) -> None:
+    """An entry written by hand with a bad field decodes to an error and lands in the DLQ."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "te-1", "PING")
+    await redis.xadd(keys.inbox("te-1"), {"type": "PING", "data": "{broken"})
+    [delivery] = await bus.read("te-1", "c", count=10, block_ms=None)
+    assert delivery.signal is None and "not valid JSON" in (delivery.error or "")
+    await bus.settle("te-1", [Outcome(delivery, SignalStatus.DEAD, delivery.error or "")])
+    [letter] = await bus.dead_letters("te-1")
+    assert "not valid JSON" in letter["reason"]
+    assert json.loads(letter["original"]) == {"type": "PING", "data": "{broken"}
+    assert (await redis.xinfo_groups(keys.inbox("te-1")))[0]["pending"] == 0
+
+
+async def test_report_of_unknown_signal_is_not_found(redis: Any, settings: Settings) -> None:
+    """Asking for a signal that does not exist is a NotFound error."""
+    with pytest.raises(NotFound):
+        await Bus(redis, settings).report(Signal.create("PING", "a").signal_id)
+
+
+async def test_recent_lists_newest_first(redis: Any, settings: Settings) -> None:
+    """The signal log reads newest first."""
+    bus = Bus(redis, settings)
+    await register(redis, settings, "a1", "PING")
+    sent = [Signal.create("PING", "cli", targets=["a1"]) for _ in range(3)]
+    for signal in sent:
+        await bus.publish(signal)
+    assert [r["id"] for r in await bus.recent(3)] == [s.signal_id for s in reversed(sent)]
