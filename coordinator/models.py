@@ -172,7 +172,7 @@ class Signal(BaseModel):
                 signal_type=fields["type"],
                 source_agent=fields["source"],
                 target_agents=tuple(t for t in targets.split(",") if t),
-                severity=Severity(fields.get("severity", "INFO")),
+                severity=parse_severity(fields.get("severity", "INFO")),
                 confidence=float(fields.get("confidence", "1.0")),
                 data=data,
                 created_at=float(fields["created_at"]),
