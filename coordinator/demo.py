@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 
@@ -41,15 +41,16 @@ class Child:
 
     name: str
     process: subprocess.Popen[bytes]
-    log: IO[bytes]
+    log: Path
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in _stop_all
-    process = subprocess.Popen(
-        [sys.executable, "-m", "coordinator", *argv],
-        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    )
+    log = logs / f"{name}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "coordinator", *argv],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
     return Child(name, process, log)
 
 
@@ -69,7 +70,6 @@ def _stop_all(children: list[Child], timeout: float = 15.0) -> list[str]:
             child.process.kill()
             child.process.wait()
             problems.append(f"{child.name} did not stop within {timeout:.0f}s and was killed")
-        child.log.close()
     return problems
 
 

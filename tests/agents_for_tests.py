@@ -1,0 +1,48 @@
+"""Agents used by the tests, importable as ``tests.agents_for_tests:Name`` in subprocesses."""
+
+from __future__ import annotations
+
+import os
+
+from agents.runtime import Agent, Context, handles
+from coordinator.models import Signal
+
+
+class Echo(Agent):
+    """Answers PING with PONG to the sender."""
+
+    agent_type = "echo"
+
+    @handles("PING")
+    async def on_ping(self, signal: Signal, ctx: Context) -> None:
+        await ctx.publish("PONG", to=[signal.source_agent], data={"n": signal.data.get("n")},
+                          allow_unregistered=True)
+
+
+class Flaky(Agent):
+    """Raises on BOOM, handles PING."""
+
+    agent_type = "flaky"
+
+    @handles("BOOM")
+    async def on_boom(self, signal: Signal, ctx: Context) -> None:
+        raise RuntimeError(f"cannot handle {signal.data}")
+
+    @handles("PING")
+    async def on_ping(self, signal: Signal, ctx: Context) -> None:
+        return None
+
+
+class Recorder(Agent):
+    """Counts each WORK signal it handles in a Redis hash, and which process handled it."""
+
+    agent_type = "recorder"
+
+    @handles("WORK")
+    async def on_work(self, signal: Signal, ctx: Context) -> None:
+        redis = ctx.bus.redis
+        prefix = ctx.bus.keys.prefix
+        pipe = redis.pipeline(transaction=False)
+        pipe.hincrby(f"{prefix}test:handled", signal.signal_id, 1)
+        pipe.hincrby(f"{prefix}test:by_pid", str(os.getpid()), 1)
+        await pipe.execute()

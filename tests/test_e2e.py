@@ -1,0 +1,249 @@
+"""End-to-end: the CLI, the coordinator and agents as real subprocesses on a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from coordinator.ids import new_id
+from coordinator.keys import Keys
+from tests.conftest import RedisServer, hivebus_argv, hivebus_env, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+class Processes:
+    """Starts hivebus subprocesses and makes sure none outlives the test."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"proc-{len(self.started)}.log", "wb") as log:
+            proc = subprocess.Popen(hivebus_argv(*args), env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.started.append(proc)
+        return proc
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(hivebus_argv(*args), env=self.env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        if check and result.returncode != 0:
+            pytest.fail(f"hivebus {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def procs(real_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    """Subprocess launcher pointed at the session's real redis-server."""
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
+                      HIVEBUS_COORDINATOR_TICK_S="0.3", HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    processes = Processes(env, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def raw(real_server: RedisServer) -> Iterator[sync_redis.Redis]:
+    """A plain synchronous client for raw Redis commands."""
+    client = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def wait_alive(procs: Processes, *agent_ids: str) -> None:
+    def alive() -> bool:
+        agents = {a["agent_id"]: a for a in procs.cli_json("agents")}
+        return all(a in agents and agents[a]["alive"] for a in agent_ids)
+
+    wait_until(alive, 30, f"{agent_ids} to be alive")
+
+
+def statuses(procs: Processes, signal_id: str) -> dict[str, str]:
+    report = procs.cli_json("signal", "show", signal_id)
+    return {agent: s["status"] for agent, s in report["status"].items()}
+
+
+def test_publish_to_two_agents_is_processed_by_both(
+    procs: Processes, raw: sync_redis.Redis, namespace: str
+) -> None:
+    """Acceptance 2: a CLI-published signal is PROCESSED by both targets and nothing is pending."""
+    procs.start("agent", "run", "risk-manager", "--id", "rm-1")
+    procs.start("agent", "run", "trade-executor", "--id", "te-1")
+    wait_alive(procs, "rm-1", "te-1")
+    out = procs.cli_json("publish", "WHALE_ACTIVITY", "--to", "rm-1,te-1", "--data",
+                         '{"amount_btc": 1500}', "--severity", "HIGH", "--confidence", "0.8")
+    signal_id = out["signal_id"]
+    wait_until(lambda: statuses(procs, signal_id) == {"rm-1": "PROCESSED", "te-1": "PROCESSED"},
+               5, "both targets to process the signal")
+    keys = Keys(namespace)
+    for agent in ("rm-1", "te-1"):
+        [group] = raw.xinfo_groups(keys.inbox(agent))
+        assert group["name"] == agent and group["pending"] == 0
+    # the risk manager answered with a RISK_ASSESSMENT, caused by our signal
+    entries = raw.xrange(keys.inbox("te-1"))
+    assert any(f["type"] == "RISK_ASSESSMENT" and f.get("causation_id") == signal_id
+               for _, f in entries)
+
+
+def test_replicas_share_one_agent_id_exactly_once(
+    procs: Processes, raw: sync_redis.Redis, namespace: str
+) -> None:
+    """Acceptance 3: 1,000 signals to two replicas of one id are each processed once; both work."""
+    keys = Keys(namespace)
+    first = procs.start("agent", "run", "tests.agents_for_tests:Recorder", "--id", "worker")
+    second = procs.start("agent", "run", "tests.agents_for_tests:Recorder", "--id", "worker")
+    wait_until(lambda: len(procs.cli_json("agents")[0]["instances"]) == 2
+               if procs.cli_json("agents") else False, 30, "two replicas")
+    pipe = raw.pipeline(transaction=False)
+    import time
+
+    now = time.time()
+    for n in range(1000):
+        sid = new_id()
+        fields = {"id": sid, "type": "WORK", "source": "tester", "targets": "worker",
+                  "severity": "INFO", "confidence": "1.0", "data": json.dumps({"n": n}),
+                  "created_at": repr(now), "expires_at": repr(now + 3600)}
+        pipe.hset(keys.signal(sid), mapping={**fields, "status:worker": "PENDING"})
+        pipe.xadd(keys.inbox("worker"), fields)
+    pipe.execute()
+    handled_key = f"{keys.prefix}test:handled"
+    wait_until(lambda: raw.hlen(handled_key) == 1000, 60, "1000 signals handled")
+    wait_until(lambda: raw.xinfo_groups(keys.inbox("worker"))[0]["pending"] == 0, 10, "all acked")
+    counts = raw.hgetall(handled_key)
+    assert set(counts.values()) == {"1"}
+    by_pid = raw.hgetall(f"{keys.prefix}test:by_pid")
+    assert set(by_pid) == {str(first.pid), str(second.pid)}
+    assert sum(int(v) for v in by_pid.values()) == 1000
+
+
+def test_signal_waits_for_a_stopped_agent(procs: Processes) -> None:
+    """Acceptance 4: a signal sent while te-1 is stopped is processed when it starts again."""
+    te = procs.start("agent", "run", "trade-executor", "--id", "te-1")
+    wait_alive(procs, "te-1")
+    te.send_signal(signal.SIGTERM)
+    assert te.wait(15) == 0
+    [agent] = procs.cli_json("agents")
+    assert agent["status"] == "stopped" and not agent["alive"]
+    signal_id = procs.cli_json("publish", "RISK_ASSESSMENT", "--to", "te-1", "--data",
+                               '{"position_limit_btc": 0.5}')["signal_id"]
+    assert statuses(procs, signal_id) == {"te-1": "PENDING"}
+    procs.start("agent", "run", "trade-executor", "--id", "te-1")
+    wait_until(lambda: statuses(procs, signal_id) == {"te-1": "PROCESSED"}, 30, "te-1 to catch up")
+
+
+def test_killed_agent_is_reported_dead(procs: Processes) -> None:
+    """Acceptance 5: a SIGKILLed agent is dead within its heartbeat TTL plus a coordinator tick."""
+    procs.start("coordinator")
+    victim = procs.start("agent", "run", "risk-manager", "--id", "rm-1")
+    wait_alive(procs, "rm-1")
+    victim.kill()
+    victim.wait()
+    import time
+
+    killed_at = time.monotonic()
+    wait_until(lambda: procs.cli_json("agents")[0]["status"] == "dead", 10, "rm-1 reported dead")
+    assert time.monotonic() - killed_at <= 2 + 0.3 + 2  # TTL + tick + CLI start-up slack
+    wait_until(lambda: procs.cli_json("agents")[0]["instances"] == [], 10, "coordinator reaping")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["publish", "PING", "--to", "nobody-here"], "has never registered"),
+        (["publish", "PING", "--to", "rm-1", "--data", "{bad"], "not valid JSON"),
+        (["publish", "PING", "--to", "rm-1", "--data", "[1]"], "JSON object"),
+        (["publish", "PING", "--to", "rm-1", "--confidence", "1.5"], "between 0 and 1"),
+        (["publish", "PING", "--to", "rm-1", "--severity", "LOUD"], "unknown severity"),
+        (["publish", "PING", "--to", "bad:id"], "invalid agent id"),
+        (["publish", "PING", "--to", "*"], "invalid agent id"),
+        (["publish", "not a type"], "invalid signal type"),
+        (["publish", "PING", "--confidence", "high"], "invalid float value"),
+        (["signal", "show", "nope"], "invalid signal id"),
+        (["signal", "show", "01M806JF1AMQYHATDHNYM1N2WS"], "no signal"),
+        (["agent", "run", "nope", "--id", "x"], "unknown agent"),
+        (["agent", "run", "risk-manager", "--id", "a b"], "invalid agent id"),
+    ],
+)
+def test_bad_input_is_one_clear_line(procs: Processes, args: list[str], expected: str) -> None:
+    """Acceptance 6: each user mistake exits non-zero with one line naming it, no traceback."""
+    result = procs.cli(*args, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_drains_and_exits_zero(procs: Processes, raw: sync_redis.Redis, namespace: str) -> None:
+    """An agent told to stop acks what it handled, deregisters and exits 0."""
+    agent = procs.start("agent", "run", "tests.agents_for_tests:Recorder", "--id", "w1")
+    wait_alive(procs, "w1")
+    for _ in range(50):
+        procs_env_publish(raw, namespace, "w1")
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(15) == 0
+    keys = Keys(namespace)
+    handled = raw.hlen(f"{keys.prefix}test:handled")
+    group = raw.xinfo_groups(keys.inbox("w1"))[0]
+    assert group["pending"] == 0  # whatever was handled was acked
+    unread = len(raw.xrange(keys.inbox("w1"), min=f"({group['last-delivered-id']}"))
+    assert handled + unread == 50
+
+
+def procs_env_publish(raw: sync_redis.Redis, namespace: str, target: str) -> None:
+    """Write one WORK signal straight into ``target``'s inbox."""
+    import time
+
+    now = time.time()
+    raw.xadd(Keys(namespace).inbox(target), {
+        "id": new_id(), "type": "WORK", "source": "tester", "targets": target,
+        "data": "{}", "created_at": repr(now), "expires_at": repr(now + 60)})
+
+
+def test_redis_cli_opens_on_the_same_redis(procs: Processes, namespace: str) -> None:
+    """Acceptance 7: hivebus redis-cli talks to the Redis the other commands use."""
+    procs.cli("publish", "PING", "--allow-unregistered", "--to", "somebody")
+    result = procs.cli("redis-cli", "XLEN", f"{namespace}:stream:somebody")
+    assert result.stdout.strip() == "1"
+
+
+def test_demo_with_managed_redis_leaves_nothing_running(tmp_path: Path, namespace: str) -> None:
+    """Acceptance 1: hivebus demo with no Redis configured exits 0, summarises, stops everything."""
+    env = hivebus_env(None, namespace)
+    result = subprocess.run(hivebus_argv("demo", "--ticks", "12", "--interval", "0.01"), env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deliveries:" in result.stdout and "PROCESSED" in result.stdout
+    assert "XINFO GROUPS" in result.stdout
+    assert "12 MARKET_TICK" in result.stdout
+    assert not (tmp_path / ".hivebus" / "redis.json").exists()
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True,
+                                           text=True, check=False).stdout.split()]
+    assert [p for p in pids if p != os.getpid()] == []
+    assert (tmp_path / ".hivebus" / "appendonly.aof").exists() or (
+        tmp_path / ".hivebus" / "appendonlydir").exists()
