@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,3 +177,17 @@ def hivebus_env(url: str | None, namespace: str, **extra: str) -> dict[str, str]
 def hivebus_argv(*args: str) -> list[str]:
     """argv that runs the hivebus CLI with this interpreter."""
     return [sys.executable, "-m", "coordinator", *args]
+
+
+async def eventually(predicate: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
+    """Await ``predicate`` until it returns something truthy; fail the test after ``limit_s``."""
+    import anyio
+
+    last: Any = None
+    with anyio.move_on_after(limit_s):
+        while True:
+            last = await predicate()
+            if last:
+                return last
+            await anyio.sleep(0.05)
+    pytest.fail(f"timed out after {limit_s}s waiting for {what} (last value: {last!r})")

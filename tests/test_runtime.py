@@ -15,6 +15,7 @@ from coordinator.registry import Instance, Registry
 from coordinator.service import Coordinator
 from coordinator.settings import Settings
 from tests.agents_for_tests import Echo, Flaky
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -94,9 +95,7 @@ async def test_dead_instance_is_reaped_after_heartbeat_ttl(real_redis: Any, sett
     registry = Registry(real_redis, settings)
     await registry.register("a1", Instance.here("a1"), agent_type="t", subscriptions=(), version="1")
     coordinator = Coordinator(registry)
-    with anyio.fail_after(settings.heartbeat_ttl_s + 5):
-        while not await coordinator.tick():
-            await anyio.sleep(0.05)
+    await eventually(coordinator.tick, settings.heartbeat_ttl_s + 5, "the instance to be reaped")
     [info] = await registry.list_agents()
     assert info.status == "dead" and info.instances == []
 
