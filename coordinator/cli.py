@@ -7,6 +7,7 @@ User mistakes end with one line on stderr (``hivebus: error: …``) and exit cod
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,8 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus publish TYPE: publish one signal and print its id."""
     if not 0.0 <= args.confidence <= 1.0:
         raise InvalidInput(f"--confidence must be between 0 and 1, got {args.confidence}")
+    if args.ttl is not None and not 0 < args.ttl <= 30 * 86400:
+        raise InvalidInput(f"--ttl must be between 0 and 30 days in seconds, got {args.ttl}")
     targets = [t.strip() for t in (args.to or "").split(",") if t.strip()]
     signal = Signal.create(
         args.type,
@@ -140,11 +143,11 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created   {clock(s.created_at)}   expires {clock(s.expires_at)}")
         if s.correlation_id or s.causation_id:
             print(f"caused by {s.causation_id or '-'}   correlation {s.correlation_id or '-'}")
-        print(f"data      {s.model_dump(mode='json')['data']}")
+        print(f"data      {json.dumps(s.data, sort_keys=True)}")
         print()
         print_table(
             [{"target": t.agent_id, "status": t.status.value, "entry": t.entry_id or "-",
-              "deliveries": t.deliveries, "error": t.error or ""} for t in report.targets],
+              "deliveries": t.deliveries or "-", "error": t.error or ""} for t in report.targets],
             ["target", "status", "entry", "deliveries", "error"],
         )
         return 0

@@ -183,6 +183,8 @@ def test_killed_agent_is_reported_dead(procs: Processes) -> None:
         (["publish", "PING", "--to", "*"], "invalid agent id"),
         (["publish", "not a type"], "invalid signal type"),
         (["publish", "PING", "--confidence", "high"], "invalid float value"),
+        (["publish", "PING", "--to", "rm-1", "--ttl", "-5"], "--ttl must be"),
+        (["publish", "PING", "--to", "rm-1", "--data", '{"x": "' + "y" * 70_000 + '"}'], "limit"),
         (["signal", "show", "nope"], "invalid signal id"),
         (["signal", "show", "01M806JF1AMQYHATDHNYM1N2WS"], "no signal"),
         (["agent", "run", "nope", "--id", "x"], "unknown agent"),

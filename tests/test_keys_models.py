@@ -121,3 +121,13 @@ def test_passwords_are_redacted_from_urls(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     event = redact_secrets(None, "info", {"event": f"connecting to {url}"})
     assert "s3cret" not in event["event"]
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad environment variable is reported by its name, in one line."""
+    from coordinator.errors import ConfigError
+    from coordinator.settings import load_settings
+
+    monkeypatch.setenv("HIVEBUS_NAMESPACE", "BAD NS")
+    with pytest.raises(ConfigError, match="HIVEBUS_NAMESPACE"):
+        load_settings()
