@@ -23,29 +23,21 @@ Redis: TypeAlias = Any
 
 
 @contextlib.contextmanager
-def redis_endpoint(settings: Settings, *, start: bool = True) -> Iterator[str]:
+def redis_endpoint(settings: Settings) -> Iterator[str]:
     """Yield the Redis URL to use: the configured one, else the managed local Redis.
 
-    With ``start`` the managed Redis is started when none runs in the hivebus home,
-    and stopped on exit if this call started it. Without ``start`` a missing one
-    is an error. Raises ManagedRedisError or RedisUnavailable.
+    The managed Redis is joined when one runs in the hivebus home, else started; on
+    exit it is shut down if no other hivebus process still uses it.
+    Raises ManagedRedisError.
     """
     if settings.redis_url:
         yield settings.redis_url
-        return
-    if not start:
-        server = managed_redis.discover(settings.home.resolve())
-        if server is None:
-            raise RedisUnavailable(
-                f"no hivebus Redis is running in {settings.home}/ and HIVEBUS_REDIS_URL is not set"
-            )
-        yield server.url
         return
     server = managed_redis.start(settings.home)
     try:
         yield server.url
     finally:
-        server.stop()
+        server.release()
 
 
 def open_client(url: str, *, client_name: str | None = None) -> Redis:

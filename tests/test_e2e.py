@@ -249,3 +249,43 @@ def test_demo_with_managed_redis_leaves_nothing_running(tmp_path: Path, namespac
     assert [p for p in pids if p != os.getpid()] == []
     assert (tmp_path / ".hivebus" / "appendonly.aof").exists() or (
         tmp_path / ".hivebus" / "appendonlydir").exists()
+
+
+def test_managed_redis_is_shared_and_stopped_by_the_last_user(tmp_path: Path, namespace: str) -> None:
+    """Commands started in one directory join one managed Redis; the last one out stops it."""
+    env = hivebus_env(None, namespace)
+
+    def start_agent(agent_id: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"{agent_id}.log", "wb") as log:
+            return subprocess.Popen(hivebus_argv("agent", "run", "risk-manager", "--id", agent_id),
+                                    env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+    def cli_json(*args: str) -> Any:
+        out = subprocess.run(hivebus_argv(*args, "--json"), env=env, cwd=tmp_path, check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        return json.loads(out)
+
+    runtime = tmp_path / ".hivebus" / "redis.json"
+    first = start_agent("rm-1")
+    try:
+        wait_until(runtime.exists, 30, "the managed Redis to start")
+        second = start_agent("rm-2")
+        try:
+            wait_until(lambda: {a["agent_id"] for a in cli_json("agents") if a["alive"]}
+                       == {"rm-1", "rm-2"}, 30, "both agents on the same Redis")
+            server_pid = json.loads(runtime.read_text())["pid"]
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(15) == 0
+            assert runtime.exists()  # rm-2 still uses it
+            sid = cli_json("publish", "WHALE_ACTIVITY", "--to", "rm-2")["signal_id"]
+            wait_until(lambda: cli_json("signal", "show", sid)["status"]["rm-2"]["status"]
+                       == "PROCESSED", 15, "rm-2 to keep working")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(15) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert not runtime.exists()
+    wait_until(lambda: not Path(f"/proc/{server_pid}").exists(), 15, "redis-server to stop")
