@@ -8,6 +8,8 @@
     │   └── InvalidId                 an agent id / signal type fails validation
     ├── NotFound                      a named thing (signal, agent) does not exist
     ├── UnknownAgent                  publishing to an agent that never registered
+    ├── VersionConflict               a state write was based on a stale version
+    ├── AlreadyRecorded               a decision's outcome was already logged
     ├── RedisUnavailable              Redis cannot be reached or answered with an error
     └── ManagedRedisError             the managed local redis-server failed to start
 
@@ -40,6 +42,14 @@ class NotFound(HivebusError):
 
 class UnknownAgent(HivebusError):
     """Raised when publishing to an agent id that has never registered."""
+
+
+class VersionConflict(HivebusError):
+    """Raised when a state write is based on a version that is no longer current."""
+
+
+class AlreadyRecorded(HivebusError):
+    """Raised when an outcome is logged for a decision that already has one."""
 
 
 class RedisUnavailable(HivebusError):

@@ -51,6 +51,13 @@ def check_signal_id(signal_id: str) -> str:
     return signal_id
 
 
+def check_item_id(item_id: str) -> str:
+    """Return ``item_id`` (a memory item, decision or snapshot id) if valid; raise InvalidId."""
+    if not isinstance(item_id, str) or not SIGNAL_ID_RE.match(item_id):
+        raise InvalidId(f"invalid id {_shown(str(item_id))}: expected 26 characters")
+    return item_id
+
+
 def check_instance_id(instance_id: str) -> str:
     """Return ``instance_id`` if valid; raise InvalidId otherwise."""
     if not INSTANCE_ID_RE.match(instance_id):
@@ -106,6 +113,57 @@ class Keys:
     def dead_letters(self, agent_id: str) -> str:
         """STREAM of signals an agent could not process, with the reason."""
         return f"{self.namespace}:dlq:{check_agent_id(agent_id)}"
+
+    # --- agent state ------------------------------------------------------------------
+    def state(self, agent_id: str) -> str:
+        """HASH of an agent's CURRENT state, with a monotonic ``version``."""
+        return f"{self.namespace}:state:{check_agent_id(agent_id)}"
+
+    def snapshots(self, agent_id: str) -> str:
+        """LIST of JSON snapshots (CHECKPOINT / BACKUP / ROLLBACK), newest first, bounded."""
+        return f"{self.namespace}:state:{check_agent_id(agent_id)}:snapshots"
+
+    def config_history(self, agent_id: str) -> str:
+        """LIST of JSON configuration changes (from / to / reason), newest first, bounded."""
+        return f"{self.namespace}:state:{check_agent_id(agent_id)}:config"
+
+    # --- short-term memory ----------------------------------------------------------------
+    def memory_item(self, agent_id: str, item_id: str) -> str:
+        """HASH of one private memory item; expires with its TTL."""
+        return f"{self.namespace}:stm:{check_agent_id(agent_id)}:{check_item_id(item_id)}"
+
+    def memory_index(self, agent_id: str) -> str:
+        """ZSET item id -> timestamp of an agent's private memory items."""
+        return f"{self.namespace}:stm:{check_agent_id(agent_id)}"
+
+    def shared_item(self, item_id: str) -> str:
+        """HASH of one shared memory item (``visible_to`` says who may read it); expires."""
+        return f"{self.namespace}:shared:{check_item_id(item_id)}"
+
+    def shared_index(self) -> str:
+        """ZSET item id -> timestamp of shared memory items."""
+        return f"{self.namespace}:shared"
+
+    # --- decisions and events ------------------------------------------------------------------
+    def decision(self, decision_id: str) -> str:
+        """HASH of one decision record with its outcome once logged."""
+        return f"{self.namespace}:decision:{check_item_id(decision_id)}"
+
+    def decision_signals(self, decision_id: str) -> str:
+        """SET of ids of the signals a decision caused."""
+        return f"{self.namespace}:decision:{check_item_id(decision_id)}:signals"
+
+    def decisions(self, agent_id: str) -> str:
+        """ZSET decision id -> timestamp of an agent's decisions."""
+        return f"{self.namespace}:decisions:{check_agent_id(agent_id)}"
+
+    def pending_decisions(self, agent_id: str) -> str:
+        """ZSET decision id -> timestamp of an agent's decisions still awaiting an outcome."""
+        return f"{self.namespace}:decisions:{check_agent_id(agent_id)}:pending"
+
+    def events(self, agent_id: str) -> str:
+        """STREAM of an agent's episodic events (type, payload)."""
+        return f"{self.namespace}:events:{check_agent_id(agent_id)}"
 
     def inbox_prefix(self) -> str:
         """Prefix of inbox stream keys, passed to the publish script for untargeted signals."""

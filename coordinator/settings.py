@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     coordinator_tick_s: float = Field(default=1.0, gt=0.05)
     read_batch: int = Field(default=128, ge=1, le=10_000)
     read_block_ms: int = Field(default=500, ge=10, le=4000)
+    state_history: int = Field(default=20, ge=1, le=10_000)
+    stm_window_s: int = Field(default=24 * 3600, ge=1)
+    stm_ttl_s: int = Field(default=24 * 3600, ge=1)
+    recall_half_life_s: float = Field(default=3600.0, gt=0)
+    confidence_cap: float = Field(default=0.2, ge=0, le=1)
+    events_maxlen: int = Field(default=10_000, ge=100)
 
     @property
     def heartbeat_interval_s(self) -> float:
