@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.contextvars import bound_contextvars
 
+from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
 from coordinator.bus import Bus, Delivery, Outcome
 from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable
@@ -59,6 +60,8 @@ class AgentRunner:
         self.registry = registry
         self.settings = bus.settings
         self.instance = Instance.here(agent.agent_id)
+        self.memory = AgentMemory(bus.redis, bus.settings, agent.agent_id)
+        agent.memory = self.memory
         self.log = get_logger(agent_id=agent.agent_id, instance=self.instance.instance_id)
         self.handled = 0
 
@@ -80,8 +83,10 @@ class AgentRunner:
                 version=self.agent.version,
             )
             await self.bus.ensure_group(agent_id)
+            state = await self.memory.load_state(self.agent.version)
             await self.agent.setup()
-            self.log.info("agent started", subscriptions=list(self.agent.subscriptions()))
+            self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
+                          cycle=state.current_cycle, state_version=state.version)
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
@@ -148,7 +153,7 @@ class AgentRunner:
             if signal.is_expired():
                 self.log.info("signal expired before it was handled")
                 return Outcome(delivery, SignalStatus.EXPIRED, "expired before it was handled")
-            ctx = Context(self.bus, self.agent.agent_id, signal)
+            ctx = Context(self.bus, self.agent.agent_id, signal, self.memory)
             try:
                 handled = await self.agent.dispatch(signal, ctx)
             except HivebusError as exc:

@@ -17,11 +17,14 @@ an agent as a process.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from coordinator.bus import Bus
-from coordinator.keys import check_signal_type
+from coordinator.keys import check_item_id, check_signal_type
 from coordinator.models import Severity, Signal
+
+if TYPE_CHECKING:
+    from agents.memory import AgentMemory
 
 Handler = Callable[[Any, Signal, "Context"], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
@@ -42,13 +45,29 @@ def handles(*signal_types: str) -> Callable[[H], H]:
 
 
 class Context:
-    """What a handler may do besides compute: publish follow-up signals."""
+    """What a handler may do besides compute: publish follow-up signals, decide, remember."""
 
-    def __init__(self, bus: Bus, agent_id: str, cause: Signal | None) -> None:
+    def __init__(
+        self, bus: Bus, agent_id: str, cause: Signal | None, memory: AgentMemory | None = None
+    ) -> None:
         self.bus = bus
         self.agent_id = agent_id
         self.cause = cause
+        self._memory = memory
         self.published: list[str] = []
+
+    @property
+    def memory(self) -> AgentMemory:
+        """The agent's memory (state, STM, decisions, events)."""
+        if self._memory is None:
+            raise RuntimeError("this context has no memory attached")
+        return self._memory
+
+    async def decide(self, decision_type: str, *, confidence: float, **options: Any) -> tuple[str, float]:
+        """Log a decision triggered by the handled signal; return (decision id, adjusted confidence)."""
+        triggers = [self.cause.signal_id] if self.cause else []
+        return await self.memory.decide(decision_type, confidence=confidence,
+                                        triggered_by=triggers, **options)
 
     async def publish(
         self,
@@ -59,9 +78,13 @@ class Context:
         severity: Severity | str = Severity.INFO,
         confidence: float = 1.0,
         allow_unregistered: bool = False,
+        decision_id: str | None = None,
     ) -> str:
-        """Publish a signal caused by the one being handled; return its id."""
+        """Publish a signal caused by the one being handled (or by ``decision_id``); return its id."""
         cause = self.cause
+        causation = cause.signal_id if cause else None
+        if decision_id is not None:
+            causation = check_item_id(decision_id)
         signal = Signal.create(
             signal_type,
             self.agent_id,
@@ -70,10 +93,12 @@ class Context:
             severity=Severity(severity),
             confidence=confidence,
             data=dict(data or {}),
-            causation_id=cause.signal_id if cause else None,
+            causation_id=causation,
             correlation_id=(cause.correlation_id or cause.signal_id) if cause else None,
         )
         await self.bus.publish(signal, allow_unregistered=allow_unregistered)
+        if decision_id is not None and self._memory is not None:
+            await self._memory.decisions.record_caused_signal(decision_id, signal.signal_id)
         self.published.append(signal.signal_id)
         return signal.signal_id
 
@@ -93,6 +118,8 @@ class Agent:
                 for signal_type in getattr(member, _HANDLES_ATTR, ()):
                     table[signal_type] = name
         cls._handlers = table
+
+    memory: AgentMemory
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id

@@ -104,10 +104,11 @@ def test_publish_to_two_agents_is_processed_by_both(
     for agent in ("rm-1", "te-1"):
         [group] = raw.xinfo_groups(keys.inbox(agent))
         assert group["name"] == agent and group["pending"] == 0
-    # the risk manager answered with a RISK_ASSESSMENT, caused by our signal
-    entries = raw.xrange(keys.inbox("te-1"))
-    assert any(f["type"] == "RISK_ASSESSMENT" and f.get("causation_id") == signal_id
-               for _, f in entries)
+    # the risk manager answered with a RISK_ASSESSMENT, caused by a decision our signal triggered
+    [answer] = [f for _, f in raw.xrange(keys.inbox("te-1")) if f["type"] == "RISK_ASSESSMENT"]
+    decision = raw.hgetall(keys.decision(answer["causation_id"]))
+    assert decision["decision_type"] == "RISK_ASSESSMENT"
+    assert decision["triggered_by"] == signal_id
 
 
 def test_replicas_share_one_agent_id_exactly_once(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agents.runtime import Agent, Context, handles
+from coordinator.decisions import DecisionType
 from coordinator.models import Severity, Signal
 
-WHALE_FLOW_BTC = 500.0
-EXTREME_FUNDING = 0.0015
+DEFAULT_CONFIGURATION = {"whale_flow_btc": 500.0, "extreme_funding": 0.0015}
 
 
 def whale_severity(flow_btc: float) -> Severity:
@@ -24,26 +26,41 @@ class MarketHunter(Agent):
 
     agent_type = "market-hunter"
 
+    async def setup(self) -> None:
+        """Start from the default thresholds unless the saved state has its own."""
+        if not self.memory.state.configuration:
+            await self.memory.save_state(configuration=DEFAULT_CONFIGURATION, reason="defaults")
+
     @handles("MARKET_TICK")
     async def on_tick(self, signal: Signal, ctx: Context) -> None:
-        """Publish what is notable in one tick."""
+        """Publish what is notable in one tick, logging each as a SIGNAL_GENERATION decision."""
         tick = signal.data
+        config = self.memory.state.configuration
         flow = float(tick.get("whale_net_flow_btc", 0.0))
         funding = float(tick.get("funding_rate", 0.0))
-        common = {"symbol": tick.get("symbol", "BTC"), "price": tick.get("price"),
-                  "cycle": tick.get("cycle")}
-        if abs(flow) >= WHALE_FLOW_BTC:
-            await ctx.publish(
-                "WHALE_ACTIVITY",
-                data={**common, "amount_btc": round(abs(flow), 2),
-                      "direction": "accumulation" if flow > 0 else "distribution"},
-                severity=whale_severity(flow),
-                confidence=min(0.99, 0.5 + abs(flow) / 4000),
+        symbol = str(tick.get("symbol", "BTC"))
+        common = {"symbol": symbol, "price": tick.get("price"), "cycle": tick.get("cycle")}
+        found: list[tuple[str, dict[str, Any], Severity, float]] = []
+        if abs(flow) >= float(config.get("whale_flow_btc", 500.0)):
+            direction = "accumulation" if flow > 0 else "distribution"
+            found.append(("WHALE_ACTIVITY", {**common, "amount_btc": round(abs(flow), 2),
+                                             "direction": direction},
+                          whale_severity(flow), min(0.99, 0.5 + abs(flow) / 4000)))
+        if abs(funding) >= float(config.get("extreme_funding", 0.0015)):
+            found.append(("EXTREME_FUNDING", {**common, "funding_rate": funding}, Severity.HIGH,
+                          min(0.99, 0.5 + abs(funding) * 100)))
+        for signal_type, data, severity, confidence in found:
+            decision_id, confidence = await ctx.decide(
+                DecisionType.SIGNAL_GENERATION, confidence=confidence, symbol=symbol,
+                reasoning={"signal_type": signal_type, "patterns_applied": []},
+                context={"market": common},
             )
-        if abs(funding) >= EXTREME_FUNDING:
-            await ctx.publish(
-                "EXTREME_FUNDING",
-                data={**common, "funding_rate": funding},
-                severity=Severity.HIGH,
-                confidence=min(0.99, 0.5 + abs(funding) * 100),
-            )
+            await ctx.publish(signal_type, data=data, severity=severity, confidence=confidence,
+                              decision_id=decision_id)
+            await self.memory.remember("signal", f"{signal_type} {data}", score=confidence,
+                                       symbol=symbol, metadata={"decision_id": decision_id})
+        seen = dict(self.memory.state.source_metrics)
+        seen["ticks_seen"] = int(seen.get("ticks_seen", 0)) + 1
+        seen["signals_emitted"] = int(seen.get("signals_emitted", 0)) + len(found)
+        await self.memory.save_state(current_cycle=int(tick.get("cycle", 0) or 0),
+                                     source_metrics=seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.runtime import Agent, Context, handles
+from coordinator.decisions import DecisionType
 from coordinator.models import Severity, Signal
 
 POSITION_LIMIT_BTC = {"LOW": 1.0, "MEDIUM": 0.5, "HIGH": 0.0}
@@ -24,16 +25,23 @@ class RiskManager(Agent):
 
     @handles("WHALE_ACTIVITY", "EXTREME_FUNDING")
     async def on_market_signal(self, signal: Signal, ctx: Context) -> None:
-        """Publish a risk level and a position limit for ``signal``."""
+        """Log the assessment as a decision and publish it."""
         level = assess(signal)
+        limit = POSITION_LIMIT_BTC[level]
+        decision_id, confidence = await ctx.decide(
+            DecisionType.RISK_ASSESSMENT, confidence=signal.confidence,
+            symbol=str(signal.data.get("symbol", "BTC")),
+            reasoning={"risk_level": level, "position_limit": limit},
+            context={"assessed_type": signal.signal_type, "severity": signal.severity.value},
+        )
         await ctx.publish(
             "RISK_ASSESSMENT",
-            data={
-                "risk_level": level,
-                "position_limit_btc": POSITION_LIMIT_BTC[level],
-                "assessed_signal": signal.signal_id,
-                "assessed_type": signal.signal_type,
-            },
+            data={"risk_level": level, "position_limit_btc": limit,
+                  "assessed_signal": signal.signal_id, "assessed_type": signal.signal_type},
             severity=Severity.HIGH if level == "HIGH" else Severity.INFO,
-            confidence=signal.confidence,
+            confidence=confidence, decision_id=decision_id,
         )
+        counts = dict(self.memory.state.context_performance)
+        counts[level] = int(counts.get(level, 0)) + 1
+        await self.memory.save_state(current_cycle=self.memory.state.current_cycle + 1,
+                                     context_performance=counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agents.runtime import Agent, Context, handles
+from coordinator.decisions import DecisionType
 from coordinator.logs import get_logger
 from coordinator.models import Signal
 
@@ -17,7 +18,6 @@ class TradeExecutor(Agent):
     def __init__(self, agent_id: str) -> None:
         super().__init__(agent_id)
         self.market_signals: dict[str, Signal] = {}
-        self.trades = 0
         self.log = get_logger(agent_id=agent_id)
 
     @handles("WHALE_ACTIVITY", "EXTREME_FUNDING")
@@ -29,7 +29,7 @@ class TradeExecutor(Agent):
 
     @handles("RISK_ASSESSMENT")
     async def on_assessment(self, signal: Signal, ctx: Context) -> None:
-        """Trade when the assessed signal allows a position."""
+        """Trade when the assessed signal allows a position, logging a TRADE_EXECUTION decision."""
         limit = float(signal.data.get("position_limit_btc", 0.0))
         assessed = self.market_signals.pop(str(signal.data.get("assessed_signal")), None)
         if limit <= 0:
@@ -38,5 +38,17 @@ class TradeExecutor(Agent):
         side = "buy"
         if assessed is not None and assessed.data.get("direction") == "distribution":
             side = "sell"
-        self.trades += 1
-        self.log.info("paper trade", side=side, size_btc=limit, trades=self.trades)
+        symbol = str(assessed.data.get("symbol", "BTC")) if assessed else "BTC"
+        decision_id, confidence = await ctx.decide(
+            DecisionType.TRADE_EXECUTION, confidence=signal.confidence, symbol=symbol,
+            reasoning={"action": side, "size": limit},
+            context={"price": assessed.data.get("price") if assessed else None},
+        )
+        await self.memory.remember("trade", f"{side} {limit} {symbol}", score=confidence,
+                                   symbol=symbol, metadata={"decision_id": decision_id})
+        performance = dict(self.memory.state.context_performance)
+        performance["trades"] = int(performance.get("trades", 0)) + 1
+        await self.memory.save_state(current_cycle=self.memory.state.current_cycle + 1,
+                                     context_performance=performance)
+        self.log.info("paper trade", side=side, size_btc=limit, trades=performance["trades"],
+                      decision_id=decision_id)
