@@ -18,6 +18,8 @@ import anyio
 
 from coordinator import __version__
 from coordinator.bus import Bus
+from coordinator.cli_common import Parser, listing, with_redis
+from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput
 from coordinator.logs import configure_logging
@@ -30,22 +32,7 @@ from coordinator.settings import Settings, load_settings
 CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"hivebus: error: {message} (see '{self.prog} --help')\n")
-        raise SystemExit(2)
-
-
 # --- commands that talk to Redis ------------------------------------------------------------
-
-
-async def _with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
-    with redis_endpoint(settings) as url:
-        async with connected(url, client_name="hivebus-cli") as redis:
-            return await body(redis)
-
 
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus publish TYPE: publish one signal and print its id."""
@@ -78,7 +65,7 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
                       file=sys.stderr)
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,7 +92,7 @@ async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,7 +111,7 @@ async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,7 +139,7 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,7 +157,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
@@ -184,7 +171,7 @@ async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
         print(f"published {len(ids)} MARKET_TICK signals")
         return 0
 
-    return await _with_redis(settings, body)
+    return await with_redis(settings, body)
 
 
 async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,13 +243,9 @@ def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hivebus`` command."""
-    parser = _Parser(prog="hivebus", description="hivebus: a signal bus and memory for agents.")
+    parser = Parser(prog="hivebus", description="hivebus: a signal bus and memory for agents.")
     parser.add_argument("--version", action="version", version=f"hivebus {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def listing(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--json", action="store_true", help="print JSON")
-        return p
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = sub.add_parser("demo", help="run the three-agent trading desk end to end")
     demo.add_argument("--ticks", type=int, default=20, help="market ticks to feed (default 20)")
@@ -276,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.set_defaults(func=cmd_coordinator)
 
     agent = sub.add_parser("agent", help="run an agent").add_subparsers(
-        dest="agent_command", required=True, parser_class=_Parser)
+        dest="agent_command", required=True, parser_class=Parser)
     run = agent.add_parser("run", help="run one agent process")
     run.add_argument("spec", help="built-in name (market-hunter, risk-manager, trade-executor) "
                                   "or module:Class")
@@ -304,13 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     sigs.set_defaults(func=cmd_signals)
 
     signal = sub.add_parser("signal", help="one signal").add_subparsers(
-        dest="signal_command", required=True, parser_class=_Parser)
+        dest="signal_command", required=True, parser_class=Parser)
     show = listing(signal.add_parser("show", help="a signal and its status per target"))
     show.add_argument("signal_id")
     show.set_defaults(func=cmd_signal_show)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
-        dest="dlq_command", required=True, parser_class=_Parser)
+        dest="dlq_command", required=True, parser_class=Parser)
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
     dlq_list.add_argument("--limit", type=int, default=50)
@@ -321,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--interval", type=float, default=1.0)
     feed.add_argument("--seed", type=int, default=7)
     feed.set_defaults(func=cmd_feed)
+
+    add_memory_commands(sub)
 
     rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
     rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")

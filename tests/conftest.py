@@ -7,8 +7,10 @@ once on every real redis-server this machine has (PATH's when 6.2+, and the Redi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as sync_redis
 
 from coordinator.managed_redis import find_binaries, free_port, server_version
 from coordinator.settings import Settings
@@ -191,3 +194,58 @@ async def eventually(predicate: Callable[[], Awaitable[Any]], limit_s: float, wh
                 return last
             await anyio.sleep(0.05)
     pytest.fail(f"timed out after {limit_s}s waiting for {what} (last value: {last!r})")
+
+
+class Processes:
+    """Starts hivebus subprocesses and makes sure none outlives the test."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"proc-{len(self.started)}.log", "wb") as log:
+            proc = subprocess.Popen(hivebus_argv(*args), env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.started.append(proc)
+        return proc
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(hivebus_argv(*args), env=self.env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        if check and result.returncode != 0:
+            pytest.fail(f"hivebus {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def procs(real_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    """Subprocess launcher pointed at the session's real redis-server."""
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
+                      HIVEBUS_COORDINATOR_TICK_S="0.3", HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    processes = Processes(env, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def raw(real_server: RedisServer) -> Iterator[sync_redis.Redis]:
+    """A plain synchronous client for raw Redis commands."""
+    client = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
+    yield client
+    client.close()

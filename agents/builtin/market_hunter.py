@@ -57,10 +57,13 @@ class MarketHunter(Agent):
             )
             await ctx.publish(signal_type, data=data, severity=severity, confidence=confidence,
                               decision_id=decision_id)
-            await self.memory.remember("signal", f"{signal_type} {data}", score=confidence,
-                                       symbol=symbol, metadata={"decision_id": decision_id})
+            detail = (f"{data['direction']} {data['amount_btc']} BTC" if "amount_btc" in data
+                      else f"funding rate {data['funding_rate']}")
+            await self.memory.remember("signal", f"{signal_type} {symbol} {detail} at {data['price']}",
+                                       score=confidence, symbol=symbol,
+                                       metadata={"decision_id": decision_id, **data})
         seen = dict(self.memory.state.source_metrics)
         seen["ticks_seen"] = int(seen.get("ticks_seen", 0)) + 1
         seen["signals_emitted"] = int(seen.get("signals_emitted", 0)) + len(found)
-        await self.memory.save_state(current_cycle=int(tick.get("cycle", 0) or 0),
+        await self.memory.save_state(current_cycle=self.memory.state.current_cycle + 1,
                                      source_metrics=seen)

@@ -1,0 +1,32 @@
+"""Pieces every CLI module shares: the one-line-error parser and the Redis session helper."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+from coordinator.connection import connected, redis_endpoint
+from coordinator.settings import Settings
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"hivebus: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+async def with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``body(redis)`` on the configured or managed Redis; return its exit code."""
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli") as redis:
+            return await body(redis)
+
+
+def listing(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--json`` to a listing command."""
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
