@@ -9,6 +9,7 @@ for tests and one-shot jobs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal as os_signal
 from typing import Any
@@ -142,6 +143,9 @@ class AgentRunner:
                 self.log.warning("redis unavailable, retrying", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                if "NOGROUP" in str(exc):  # inbox or group deleted by hand, or Redis lost its data
+                    with contextlib.suppress(RedisUnavailable):
+                        await self.bus.ensure_group(agent_id)
 
     async def _handle(self, delivery: Delivery) -> Outcome:
         signal = delivery.signal

@@ -110,3 +110,14 @@ def test_load_agent_class_names_problems() -> None:
         load_agent_class("no_such_module:X")
     with pytest.raises(InvalidInput, match="not a hivebus Agent"):
         load_agent_class("coordinator.models:Signal")
+
+
+async def test_agent_recreates_a_deleted_inbox_group(redis: Any, settings: Settings) -> None:
+    """If its inbox is deleted by hand, the agent recreates its group and handles what arrives."""
+    bus = Bus(redis, settings)
+    await run_burst(Echo("echo-1"), redis, settings)
+    await redis.delete(bus.keys.inbox("echo-1"))
+    ping = Signal.create("PING", "tester", targets=["echo-1"])
+    await bus.publish(ping)
+    await run_burst(Echo("echo-1"), redis, settings)
+    assert (await bus.report(ping.signal_id)).targets[0].status is SignalStatus.PROCESSED
