@@ -18,7 +18,7 @@ import anyio
 
 from coordinator import __version__
 from coordinator.bus import Bus
-from coordinator.cli_common import Parser, listing, with_redis
+from coordinator.cli_common import Parser, listing, positive_int, with_redis
 from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = sub.add_parser("demo", help="run the three-agent trading desk end to end")
-    demo.add_argument("--ticks", type=int, default=20, help="market ticks to feed (default 20)")
+    demo.add_argument("--ticks", type=positive_int, default=20, help="market ticks to feed (default 20)")
     demo.add_argument("--seed", type=int, default=7, help="market feed seed (default 7)")
     demo.add_argument("--interval", type=float, default=0.05, help="seconds between ticks")
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing(sub.add_parser("agents", help="list agents with liveness")).set_defaults(
         func=cmd_agents)
     sigs = listing(sub.add_parser("signals", help="recent signals, newest first"))
-    sigs.add_argument("--limit", type=int, default=20)
+    sigs.add_argument("--limit", type=positive_int, default=20)
     sigs.set_defaults(func=cmd_signals)
 
     signal = sub.add_parser("signal", help="one signal").add_subparsers(
@@ -296,11 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="dlq_command", required=True, parser_class=Parser)
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
-    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--limit", type=positive_int, default=50)
     dlq_list.set_defaults(func=cmd_dlq_list)
 
     feed = sub.add_parser("feed", help="publish seeded MARKET_TICK signals")
-    feed.add_argument("--count", type=int, default=20)
+    feed.add_argument("--count", type=positive_int, default=20)
     feed.add_argument("--interval", type=float, default=1.0)
     feed.add_argument("--seed", type=int, default=7)
     feed.set_defaults(func=cmd_feed)

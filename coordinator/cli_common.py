@@ -30,3 +30,14 @@ def listing(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--json`` to a listing command."""
     parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

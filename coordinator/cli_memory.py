@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from coordinator.bus import Bus
-from coordinator.cli_common import Parser, listing, with_redis
+from coordinator.cli_common import Parser, listing, positive_int, with_redis
 from coordinator.decisions import DecisionLog, DecisionRecord
 from coordinator.errors import HivebusError, InvalidInput, NotFound
 from coordinator.keys import check_agent_id
@@ -266,7 +266,7 @@ def add_memory_commands(sub: Any) -> None:
     recall.add_argument("query", nargs="?", default="")
     recall.add_argument("--kind")
     recall.add_argument("--symbol")
-    recall.add_argument("--top", type=int, default=10)
+    recall.add_argument("--top", type=positive_int, default=10)
     recall.set_defaults(func=cmd_memory_recall)
     summarize = listing(memory.add_parser("summarize", help="counts by kind and mean score"))
     summarize.add_argument("agent_id")
@@ -282,7 +282,7 @@ def add_memory_commands(sub: Any) -> None:
     outcome.add_argument("--failure", action="store_true", help="only failed ones")
     outcome.add_argument("--pending", action="store_true", help="only those awaiting an outcome")
     decisions.add_argument("--since", help="90s, 15m, 6h, 3d, or a Unix time")
-    decisions.add_argument("--limit", type=int, default=50)
+    decisions.add_argument("--limit", type=positive_int, default=50)
     decisions.set_defaults(func=cmd_decisions)
 
     decision = sub.add_parser("decision", help="one decision").add_subparsers(

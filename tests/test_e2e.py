@@ -129,6 +129,7 @@ def test_killed_agent_is_reported_dead(procs: Processes) -> None:
         (["publish", "not a type"], "invalid signal type"),
         (["publish", "PING", "--confidence", "high"], "invalid float value"),
         (["publish", "PING", "--to", "rm-1", "--ttl", "-5"], "--ttl must be"),
+        (["signals", "--limit", "0"], "must be at least 1"),
         (["publish", "PING", "--to", "rm-1", "--data", '{"x": "' + "y" * 70_000 + '"}'], "limit"),
         (["signal", "show", "nope"], "invalid signal id"),
         (["signal", "show", "01M806JF1AMQYHATDHNYM1N2WS"], "no signal"),
