@@ -193,23 +193,44 @@ async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
-    """hivebus coordinator: keep the registry until SIGTERM/SIGINT (or one pass with --once)."""
+    """hivebus coordinator: lead or stand by until SIGTERM/SIGINT (or one pass with --once)."""
     from agents.runner import stop_on_signals
     from coordinator.service import Coordinator
+    from coordinator.store import SQLiteStore
 
-    with redis_endpoint(settings) as url:
-        async with connected(url, client_name="hivebus-coordinator") as redis:
-            coordinator = Coordinator(Registry(redis, settings))
-            if args.once:
-                removed = await coordinator.tick()
-                print(f"one pass done: {removed} dead agent instance(s) removed")
-                return 0
-            stop = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                await tg.start(stop_on_signals, stop)
-                await coordinator.run(stop)
-                tg.cancel_scope.cancel()
+    store = await SQLiteStore.open(settings.store_path)
+    try:
+        with redis_endpoint(settings) as url:
+            async with connected(url, client_name="hivebus-coordinator") as redis:
+                coordinator = Coordinator(redis, settings, store)
+                if args.once:
+                    result = await coordinator.once(_progress_printer())
+                    if args.json:
+                        print_json(result.as_dict())
+                    else:
+                        print(f"one pass done: {result.summary()}")
+                    return 0
+                stop = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    await tg.start(stop_on_signals, stop)
+                    await coordinator.run(stop)
+                    tg.cancel_scope.cancel()
+    finally:
+        await store.close()
     return 0
+
+
+def _progress_printer() -> Callable[[str, int, int], None]:
+    """Progress lines on stderr: at most one per step per 5 %."""
+    shown: dict[str, int] = {}
+
+    def show(step: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent // 5 != shown.get(step, -1) // 5 or done == total:
+            shown[step] = percent
+            print(f"{step}: {done}/{total} ({percent}%)", file=sys.stderr, flush=True)
+
+    return show
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
-    coord = sub.add_parser("coordinator", help="run the coordinator")
-    coord.add_argument("--once", action="store_true", help="run one pass and exit")
+    coord = listing(sub.add_parser("coordinator", help="run the coordinator"))
+    coord.add_argument("--once", action="store_true",
+                       help="run one full pass (reap, learn, promote, archive) and exit")
     coord.set_defaults(func=cmd_coordinator)
 
     agent = sub.add_parser("agent", help="run an agent").add_subparsers(

@@ -25,12 +25,14 @@ from coordinator.keys import Keys, check_agent_id, check_item_id, check_signal_i
 from coordinator.models import describe_validation_error, now_s
 from coordinator.settings import Settings
 
-# KEYS: 1 decision hash, 2 agent's pending index. ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id
+# KEYS: 1 decision hash, 2 agent's pending index, 3 outcomes queue of the coordinator
+# ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
 LOG_OUTCOME = r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_DECISION') end
 if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return redis.error_reply('HAS_OUTCOME') end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'success', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return 1
 """
 
@@ -146,6 +148,7 @@ class DecisionLog:
             pipe.hset(self.keys.decision(record.decision_id), mapping=record.to_fields())
             pipe.zadd(self.keys.decisions(agent_id), {record.decision_id: record.timestamp})
             pipe.zadd(self.keys.pending_decisions(agent_id), {record.decision_id: record.timestamp})
+            pipe.sadd(self.keys.decision_agents(), agent_id)
             await pipe.execute()
         return record.decision_id
 
@@ -171,8 +174,9 @@ class DecisionLog:
                 raise NotFound(f"no decision {decision_id}")
             try:
                 await self._log_outcome(
-                    keys=[key, self.keys.pending_decisions(agent_id)],
-                    args=[outcome.model_dump_json(), "1" if success else "0", decision_id],
+                    keys=[key, self.keys.pending_decisions(agent_id), self.keys.outcomes()],
+                    args=[outcome.model_dump_json(), "1" if success else "0", decision_id,
+                          outcome.recorded_at],
                 )
             except redis_errors.ResponseError as exc:
                 if "HAS_OUTCOME" in str(exc):

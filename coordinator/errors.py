@@ -11,6 +11,8 @@
     ├── VersionConflict               a state write was based on a stale version
     ├── AlreadyRecorded               a decision's outcome was already logged
     ├── RedisUnavailable              Redis cannot be reached or answered with an error
+    ├── StoreError                    the durable store cannot be opened or used (corrupt, unreadable)
+    ├── NotLeader                     a write from a coordinator that no longer holds the lease
     └── ManagedRedisError             the managed local redis-server failed to start
 
 redis-py errors are translated into ``RedisUnavailable`` at one boundary
@@ -54,6 +56,14 @@ class AlreadyRecorded(HivebusError):
 
 class RedisUnavailable(HivebusError):
     """Raised when Redis cannot be reached, or rejects a command."""
+
+
+class StoreError(HivebusError):
+    """Raised when the durable store cannot be opened or used (corrupt file, wrong format)."""
+
+
+class NotLeader(HivebusError):
+    """Raised when a coordinator that lost the lease tries to write (its fencing token is stale)."""
 
 
 class ManagedRedisError(HivebusError):

@@ -161,6 +161,22 @@ class Keys:
         """ZSET decision id -> timestamp of an agent's decisions still awaiting an outcome."""
         return f"{self.namespace}:decisions:{check_agent_id(agent_id)}:pending"
 
+    def outcomes(self) -> str:
+        """ZSET decision id -> outcome time: outcomes the coordinator has not learned from yet."""
+        return f"{self.namespace}:outcomes"
+
+    def decision_agents(self) -> str:
+        """SET of agent ids that have logged decisions (the coordinator's archival walks it)."""
+        return f"{self.namespace}:decision-agents"
+
+    def lease(self) -> str:
+        """STRING ``<instance>|<epoch>`` with a TTL: the coordinator that leads now."""
+        return f"{self.namespace}:coordinator:lease"
+
+    def epoch(self) -> str:
+        """STRING counter: the fencing epoch, bumped each time leadership changes hands."""
+        return f"{self.namespace}:coordinator:epoch"
+
     def events(self, agent_id: str) -> str:
         """STREAM of an agent's episodic events (type, payload)."""
         return f"{self.namespace}:events:{check_agent_id(agent_id)}"

@@ -1,38 +1,96 @@
-"""The coordinator service: one async loop that keeps the agent registry.
+"""The coordinator service: one async loop that leads (or stands by) and keeps the team's memory.
 
-Each tick it removes agent instances whose heartbeat expired and logs them;
-an agent with no live instance left is marked ``dead``. Later work (learning,
-promotion, archival, retention, leadership) joins this same loop.
+Several coordinators may run; the one holding the lease (:mod:`coordinator.lease`)
+leads, the others stand by and take over within the lease TTL when it dies. The
+leader, each tick, removes agent instances whose heartbeat expired (marking an agent
+with none left ``dead``), and every ``consolidate_interval_s`` runs a consolidation
+pass: learn from outcomes, promote patterns, archive aged decisions
+(:mod:`coordinator.consolidation`). A background task renews the lease every third
+of its TTL while this coordinator leads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+
 import anyio
 from anyio.abc import TaskStatus
 
-from coordinator.errors import RedisUnavailable
+from coordinator.connection import Redis
+from coordinator.consolidation import Consolidator, PassResult, Progress
+from coordinator.errors import HivebusError, NotLeader, RedisUnavailable
+from coordinator.lease import Lease
 from coordinator.logs import get_logger
+from coordinator.models import now_s
 from coordinator.registry import Registry
+from coordinator.settings import Settings
+from coordinator.store import SQLiteStore
 
 
 class Coordinator:
     """Runs the coordinator's periodic passes."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.settings = registry.settings
-        self.log = get_logger(agent_id="coordinator")
+    def __init__(self, redis: Redis, settings: Settings, store: SQLiteStore) -> None:
+        self.settings = settings
+        self.registry = Registry(redis, settings)
+        self.consolidator = Consolidator(redis, settings, store)
+        self.instance_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.lease = Lease(redis, settings, self.instance_id)
+        self.log = get_logger(agent_id="coordinator", instance=self.instance_id)
+        self._last_pass = 0.0
 
-    async def tick(self) -> int:
-        """Run one pass; return how many dead instances were removed."""
+    async def reap(self) -> int:
+        """Remove dead agent instances; return how many."""
         removed = await self.registry.reap_dead()
         for agent_id, instance in removed:
             self.log.warning(
                 "agent instance dead: heartbeat expired",
-                dead_agent=agent_id, instance=instance.instance_id, pid=instance.pid,
+                dead_agent=agent_id, dead_instance=instance.instance_id, pid=instance.pid,
                 host=instance.host,
             )
         return len(removed)
+
+    async def once(self, progress: Progress | None = None) -> PassResult:
+        """Take the lease, run one full pass (reap, learn, promote, archive), give the lease up.
+
+        Raises NotLeader when another coordinator leads now.
+        """
+        epoch = await self.lease.try_lead()
+        if not epoch:
+            raise NotLeader(f"another coordinator leads ({await self.lease.holder()}); "
+                            "--once runs only when none does")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew_lease)
+                await self.reap()
+                result = await self.consolidator.run_pass(epoch, self.lease.token, progress)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.lease.release()
+        return result
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.lease_ttl_s / 3)
+            try:
+                await self.lease.try_lead()
+            except RedisUnavailable as exc:
+                self.log.warning("could not renew the lease", error=str(exc))
+
+    async def tick(self) -> None:
+        """One loop step: lead or stand by; the leader reaps and, when due, consolidates."""
+        epoch = await self.lease.try_lead()
+        if not epoch:
+            return
+        await self.reap()
+        if now_s() - self._last_pass >= self.settings.consolidate_interval_s:
+            self._last_pass = now_s()
+            result = await self.consolidator.run_pass(epoch, self.lease.token)
+            if result.counted or result.archived or result.promoted or result.demoted:
+                self.log.info("consolidation pass", **result.as_dict())
 
     async def run(
         self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -40,17 +98,28 @@ class Coordinator:
         """Tick every ``coordinator_tick_s`` until ``stop`` is set; survive Redis outages."""
         self.log.info("coordinator started", tick_s=self.settings.coordinator_tick_s)
         task_status.started()
-        failing = False
-        while not stop.is_set():
-            try:
-                await self.tick()
-                if failing:
-                    self.log.info("redis reachable again")
-                failing = False
-            except RedisUnavailable as exc:
-                if not failing:
-                    self.log.warning("redis unavailable", error=str(exc))
-                failing = True
-            with anyio.move_on_after(self.settings.coordinator_tick_s):
-                await stop.wait()
+        failing, leading = False, False
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                    if failing:
+                        self.log.info("redis reachable again")
+                    failing = False
+                except RedisUnavailable as exc:
+                    if not failing:
+                        self.log.warning("redis unavailable", error=str(exc))
+                    failing = True
+                except NotLeader as exc:
+                    self.log.warning("lost the lead", error=str(exc))
+                except HivebusError as exc:
+                    self.log.error("coordinator pass failed", error=str(exc))
+                if bool(self.lease.epoch) != leading:
+                    leading = bool(self.lease.epoch)
+                    self.log.info("leading" if leading else "standing by", epoch=self.lease.epoch)
+                with anyio.move_on_after(self.settings.coordinator_tick_s):
+                    await stop.wait()
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(RedisUnavailable):
+                await self.lease.release()
         self.log.info("coordinator stopped")

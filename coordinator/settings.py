@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     recall_half_life_s: float = Field(default=3600.0, gt=0)
     confidence_cap: float = Field(default=0.2, ge=0, le=1)
     events_maxlen: int = Field(default=10_000, ge=100)
+    store: str | None = None
+    promote_min_samples: int = Field(default=20, ge=1)
+    promote_min_confidence: float = Field(default=0.55, ge=0, le=1)
+    wilson_z: float = Field(default=1.96, gt=0)
+    pattern_share_with: str = ""
+    lease_ttl_s: float = Field(default=5.0, gt=0.5)
+    consolidate_interval_s: float = Field(default=5.0, gt=0)
+    dead_agent_grace_s: float = Field(default=24 * 3600, ge=0)
+    stm_cleanup_min_score: float = Field(default=0.0, ge=0)
+
+    @property
+    def store_path(self) -> Path:
+        """Where the SQLite store lives: HIVEBUS_STORE, else <home>/ltm.sqlite3."""
+        return Path(self.store) if self.store else self.home / "ltm.sqlite3"
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -156,6 +156,16 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Any]:
+    """A fresh SQLite durable store in the test's folder."""
+    from coordinator.store import SQLiteStore
+
+    opened = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
 async def real_redis(real_server: RedisServer) -> AsyncIterator[Any]:
     """An asyncio client on the default real redis-server, for timing-dependent tests."""
     from coordinator.connection import open_client

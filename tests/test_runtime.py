@@ -90,12 +90,14 @@ async def test_register_and_deregister(redis: Any, settings: Settings) -> None:
     assert await registry.is_registered("a1")
 
 
-async def test_dead_instance_is_reaped_after_heartbeat_ttl(real_redis: Any, settings: Settings) -> None:
+async def test_dead_instance_is_reaped_after_heartbeat_ttl(
+    real_redis: Any, settings: Settings, store: Any
+) -> None:
     """On a real Redis, an instance whose heartbeat lapses is reported dead and reaped."""
     registry = Registry(real_redis, settings)
     await registry.register("a1", Instance.here("a1"), agent_type="t", subscriptions=(), version="1")
-    coordinator = Coordinator(registry)
-    await eventually(coordinator.tick, settings.heartbeat_ttl_s + 5, "the instance to be reaped")
+    coordinator = Coordinator(real_redis, settings, store)
+    await eventually(coordinator.reap, settings.heartbeat_ttl_s + 5, "the instance to be reaped")
     [info] = await registry.list_agents()
     assert info.status == "dead" and info.instances == []
 

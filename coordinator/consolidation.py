@@ -1,0 +1,184 @@
+"""STM -> LTM consolidation: learn from outcomes, promote patterns, archive aged decisions.
+
+Each step is safe to interrupt at any instant and to run again:
+
+* **learn** reads the outcomes queue (``hive:outcomes``) in batches, counts each batch in
+  one store transaction that skips decisions counted before, and only then removes the
+  batch from the queue;
+* **promote** turns counts into pattern versions in one store transaction;
+* **archive** copies decisions older than the STM window into the store (a decision
+  archived twice is kept once) and only then deletes them from Redis, in a script that
+  first checks this coordinator still holds the lease.
+
+Store writes carry the leader's fencing epoch, so a deposed leader's writes are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from coordinator.connection import Redis, translate_redis_errors
+from coordinator.decisions import DecisionRecord
+from coordinator.errors import NotLeader
+from coordinator.keys import Keys
+from coordinator.learning import Thresholds, credits_for
+from coordinator.logs import get_logger
+from coordinator.models import now_s
+from coordinator.settings import Settings
+from coordinator.store import SQLiteStore
+
+BATCH = 1000
+Progress = Callable[[str, int, int], None]
+
+# KEYS: 1 lease, 2 agent's decisions index, 3 agent's pending index, then per decision its hash
+#       and its caused-signals set. ARGV: 1 lease token, then the decision ids.
+DELETE_ARCHIVED = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOT_LEADER') end
+for i = 2, #ARGV do
+  redis.call('DEL', KEYS[2 + 2 * (i - 1)], KEYS[3 + 2 * (i - 1)])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+end
+return #ARGV - 1
+"""
+
+
+@dataclass
+class PassResult:
+    """What one consolidation pass did."""
+
+    outcomes_seen: int = 0
+    counted: int = 0
+    promoted: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    demoted: list[str] = field(default_factory=list)
+    archived: int = 0
+    skipped: int = 0
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (f"learned from {self.counted} new outcome(s) ({self.outcomes_seen} read); "
+                f"patterns: {len(self.promoted)} promoted, {len(self.updated)} updated, "
+                f"{len(self.demoted)} demoted; {self.archived} decision(s) archived"
+                + (f"; {self.skipped} unreadable decision(s) set aside" if self.skipped else ""))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return self.__dict__.copy()
+
+
+class Consolidator:
+    """Runs learn / promote / archive for the leading coordinator."""
+
+    def __init__(self, redis: Redis, settings: Settings, store: SQLiteStore) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.store = store
+        self.keys = Keys(settings.namespace)
+        self.thresholds = Thresholds(settings.promote_min_samples,
+                                     settings.promote_min_confidence, settings.wilson_z)
+        self.share_with = [s.strip() for s in settings.pattern_share_with.split(",") if s.strip()]
+        self._delete = redis.register_script(DELETE_ARCHIVED)
+        self.log = get_logger(agent_id="coordinator")
+
+    async def run_pass(self, epoch: int, token: str, progress: Progress | None = None) -> PassResult:
+        """Learn, promote, archive. Raises NotLeader when the lease was lost meanwhile."""
+        result = PassResult()
+        await self.learn(epoch, result, progress)
+        report = await self.store.promote(self.thresholds, self.share_with, epoch)
+        result.promoted, result.updated, result.demoted = report.promoted, report.updated, report.demoted
+        await self.archive(epoch, token, result, progress)
+        return result
+
+    async def learn(self, epoch: int, result: PassResult, progress: Progress | None) -> None:
+        """Count every queued outcome once."""
+        queue = self.keys.outcomes()
+        async with translate_redis_errors():
+            total = int(await self.redis.zcard(queue))
+        while True:
+            async with translate_redis_errors():
+                ids = await self.redis.zrange(queue, 0, BATCH - 1)
+                if not ids:
+                    return
+                pipe = self.redis.pipeline(transaction=False)
+                for decision_id in ids:
+                    pipe.hgetall(self.keys.decision(decision_id))
+                rows = await pipe.execute()
+            batch = []
+            for decision_id, fields in zip(ids, rows, strict=True):
+                record = await self._decision(decision_id, fields)
+                if record is not None and record.outcome is not None:
+                    batch.append((record, credits_for(record)))
+            result.counted += await self.store.credit(batch, epoch)
+            async with translate_redis_errors():
+                await self.redis.zrem(queue, *ids)
+            result.outcomes_seen += len(ids)
+            if progress:
+                progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+
+    async def _decision(self, decision_id: str, fields: dict[str, str]) -> DecisionRecord | None:
+        if fields:
+            try:
+                return DecisionRecord.from_fields(fields)
+            except (KeyError, ValueError) as exc:
+                self.log.warning("unreadable decision skipped", decision_id=decision_id, error=str(exc))
+                return None
+        archived = await self.store.archived_decision(decision_id)  # archived before it was learned
+        return archived[0] if archived else None
+
+    async def archive(self, epoch: int, token: str, result: PassResult, progress: Progress | None) -> None:
+        """Move decisions older than the STM window from Redis into the store."""
+        cutoff = now_s() - self.settings.stm_window_s
+        async with translate_redis_errors():
+            agents = sorted(await self.redis.smembers(self.keys.decision_agents()))
+            total = 0
+            for agent_id in agents:
+                total += int(await self.redis.zcount(self.keys.decisions(agent_id), "-inf", cutoff))
+        done = 0
+        for agent_id in agents:
+            index = self.keys.decisions(agent_id)
+            while True:
+                async with translate_redis_errors():
+                    ids = await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=BATCH)
+                    if not ids:
+                        break
+                    pipe = self.redis.pipeline(transaction=False)
+                    for decision_id in ids:
+                        pipe.hgetall(self.keys.decision(decision_id))
+                        pipe.smembers(self.keys.decision_signals(decision_id))
+                    rows = await pipe.execute()
+                batch, unreadable = [], []
+                for n, decision_id in enumerate(ids):
+                    fields, caused = rows[2 * n], rows[2 * n + 1]
+                    record = await self._decision(decision_id, fields) if fields else None
+                    if record is None:
+                        unreadable.append(decision_id)
+                        continue
+                    batch.append((record, sorted(caused)))
+                result.archived += await self.store.archive(batch, epoch)
+                await self._delete_from_redis(agent_id, token, [r.decision_id for r, _ in batch])
+                if unreadable:  # left in Redis for a person to look at, out of the index
+                    result.skipped += len(unreadable)
+                    async with translate_redis_errors():
+                        await self.redis.zrem(index, *unreadable)
+                done += len(ids)
+                if progress:
+                    progress("archive", done, max(total, done))
+
+    async def _delete_from_redis(self, agent_id: str, token: str, ids: list[str]) -> None:
+        if not ids:
+            return
+        keys = [self.keys.lease(), self.keys.decisions(agent_id), self.keys.pending_decisions(agent_id)]
+        for decision_id in ids:
+            keys += [self.keys.decision(decision_id), self.keys.decision_signals(decision_id)]
+        async with translate_redis_errors():
+            try:
+                await self._delete(keys=keys, args=[token, *ids])
+            except redis_errors.ResponseError as exc:
+                if "NOT_LEADER" in str(exc):
+                    raise NotLeader("lost the coordinator lease during archival; stopping") from None
+                raise

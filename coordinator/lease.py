@@ -1,0 +1,76 @@
+"""Leadership among coordinators: a lease in Redis with a fencing epoch.
+
+The lease key holds ``<instance>|<epoch>`` with a TTL. Taking a free lease bumps the
+epoch counter, so every new leader gets a larger epoch than any before it; the
+durable store refuses writes carrying an older epoch, and Redis-side deletions check
+the lease value in the same script, so a deposed leader's late writes are refused.
+"""
+
+from __future__ import annotations
+
+from coordinator.connection import Redis, translate_redis_errors
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+
+# KEYS: 1 lease, 2 epoch counter. ARGV: 1 instance id, 2 ttl ms.
+# Returns the epoch held by this instance, or 0 when another instance holds the lease.
+ACQUIRE = r"""
+local held = redis.call('GET', KEYS[1])
+if held then
+  local owner, epoch = string.match(held, '^(.*)|(%d+)$')
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(epoch)
+  end
+  return 0
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+return epoch
+"""
+
+# KEYS: 1 lease. ARGV: 1 instance id. Deletes the lease only if this instance holds it.
+RELEASE = r"""
+local held = redis.call('GET', KEYS[1])
+if held and string.match(held, '^(.*)|%d+$') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    """One coordinator's view of the leadership lease."""
+
+    def __init__(self, redis: Redis, settings: Settings, instance_id: str) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.namespace)
+        self.instance_id = instance_id
+        self.ttl_ms = int(settings.lease_ttl_s * 1000)
+        self.epoch = 0
+        self._acquire = redis.register_script(ACQUIRE)
+        self._release = redis.register_script(RELEASE)
+
+    @property
+    def token(self) -> str:
+        """The lease value this instance writes while it leads."""
+        return f"{self.instance_id}|{self.epoch}"
+
+    async def try_lead(self) -> int:
+        """Take or renew the lease; return this instance's epoch, or 0 if another one leads."""
+        async with translate_redis_errors():
+            self.epoch = int(await self._acquire(
+                keys=[self.keys.lease(), self.keys.epoch()], args=[self.instance_id, self.ttl_ms]))
+        return self.epoch
+
+    async def release(self) -> None:
+        """Give the lease up (if held) so a standby takes over at once."""
+        async with translate_redis_errors():
+            await self._release(keys=[self.keys.lease()], args=[self.instance_id])
+        self.epoch = 0
+
+    async def holder(self) -> str | None:
+        """Who leads now (``<instance>|<epoch>``), or None."""
+        async with translate_redis_errors():
+            value = await self.redis.get(self.keys.lease())
+        return None if value is None else str(value)
