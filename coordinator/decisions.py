@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
@@ -24,6 +24,9 @@ from coordinator.ids import new_id
 from coordinator.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
 from coordinator.models import describe_validation_error, now_s
 from coordinator.settings import Settings
+
+if TYPE_CHECKING:
+    from coordinator.store import SQLiteStore
 
 # KEYS: 1 decision hash, 2 agent's pending index, 3 outcomes queue of the coordinator
 # ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
@@ -111,10 +114,11 @@ class DecisionRecord(BaseModel):
 
 
 class DecisionLog:
-    """Writes and queries decision records."""
+    """Writes and queries decision records; with an ``archive`` store, reads span both."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, archive: SQLiteStore | None = None) -> None:
         self.redis = redis
+        self.archive = archive
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self._log_outcome = redis.register_script(LOG_OUTCOME)
@@ -192,9 +196,12 @@ class DecisionLog:
         """One decision. Raises NotFound, InvalidId."""
         async with translate_redis_errors():
             fields = await self.redis.hgetall(self.keys.decision(decision_id))
-        if not fields:
+        if fields:
+            return DecisionRecord.from_fields(fields)
+        archived = await self.archive.archived_decision(decision_id) if self.archive else None
+        if archived is None:
             raise NotFound(f"no decision {decision_id}")
-        return DecisionRecord.from_fields(fields)
+        return archived[0]
 
     async def record_caused_signal(self, decision_id: str, signal_id: str) -> None:
         """Remember that ``signal_id`` was published because of ``decision_id``."""
@@ -204,7 +211,11 @@ class DecisionLog:
     async def caused_signals(self, decision_id: str) -> list[str]:
         """Ids of the signals a decision caused, oldest first."""
         async with translate_redis_errors():
-            return sorted(await self.redis.smembers(self.keys.decision_signals(decision_id)))
+            caused = sorted(await self.redis.smembers(self.keys.decision_signals(decision_id)))
+        if not caused and self.archive is not None:
+            archived = await self.archive.archived_decision(decision_id)
+            caused = archived[1] if archived else []
+        return caused
 
     async def children(self, decision: DecisionRecord) -> list[DecisionRecord]:
         """Decisions of the same agent whose parent is ``decision``."""
@@ -238,6 +249,14 @@ class DecisionLog:
             found.append(record)
             if len(found) >= limit:
                 break
+        if self.archive is not None and not pending:
+            seen = {d.decision_id for d in found}
+            older = await self.archive.archived(agent_id, since=since, until=until,
+                                                decision_type=decision_type, success=success,
+                                                limit=limit)
+            found += [d for d in older if d.decision_id not in seen]
+            found.sort(key=lambda d: -d.timestamp)
+            found = found[:limit]
         return found
 
     # --- the five seed decision types ------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""Contract tests of learning, promotion, archival and the lease, on fakeredis and real Redis."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from coordinator.consolidation import Consolidator
+from coordinator.decisions import DecisionLog
+from coordinator.errors import NotLeader
+from coordinator.keys import Keys
+from coordinator.lease import Lease
+from coordinator.settings import Settings
+from coordinator.store import SQLiteStore
+from tests.test_learning import wilson_by_quadratic
+
+pytestmark = pytest.mark.anyio
+
+# (agent, action, features, decisions, success probability)
+PLAN = [
+    ("te-1", "buy", {"whale": "accumulation", "funding": 0.002}, 60, 0.85),   # clearly good
+    ("te-1", "sell", {"whale": "distribution"}, 40, 0.5),                      # coin flip
+    ("te-1", "buy", {"whale": "distribution"}, 10, 1.0),                       # too few samples
+    ("rm-1", "LOW", {}, 30, 0.9),                                              # good, other agent
+]
+
+
+def coordinator_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update={"promote_min_samples": 20, "promote_min_confidence": 0.55,
+                                       **changes})
+
+
+async def generate(log: DecisionLog, seed: int = 3, age_s: float = 0.0) -> dict[str, tuple[int, int]]:
+    """Log the PLAN's decisions with outcomes; return signature -> (samples, successes)."""
+    import time
+
+    rng = random.Random(seed)
+    expected: dict[str, tuple[int, int]] = {}
+    for agent, action, features, count, p in PLAN:
+        buckets = {"whale": features.get("whale"), "funding": "+1e-3"} if "funding" in features else (
+            {"whale": features["whale"]} if features else {})
+        signature = f"{agent}/TRADE_EXECUTION/{action}" + (
+            "/" + ",".join(f"{k}={v}" for k, v in sorted(buckets.items())) if buckets else "")
+        samples, wins = expected.get(signature, (0, 0))
+        for _ in range(count):
+            decision_id = await log.log_decision(
+                agent, "TRADE_EXECUTION", reasoning={"action": action}, context={"features": features},
+                timestamp=time.time() - age_s)
+            success = rng.random() < p
+            await log.log_outcome(decision_id, success=success)
+            samples, wins = samples + 1, wins + int(success)
+        expected[signature] = (samples, wins)
+    return expected
+
+
+async def test_promoted_patterns_match_independent_figures(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Acceptance 1: promoted patterns, rates and Wilson confidences equal figures computed here."""
+    settings = coordinator_settings(settings)
+    expected = await generate(DecisionLog(redis, settings))
+    lease = Lease(redis, settings, "c1")
+    epoch = await lease.try_lead()
+    result = await Consolidator(redis, settings, store).run_pass(epoch, lease.token)
+    assert result.counted == sum(n for *_, n, _ in PLAN)
+    should = {sig for sig, (n, s) in expected.items()
+              if n >= 20 and wilson_by_quadratic(s, n) >= 0.55}
+    assert set(result.promoted) == should
+    patterns = {p.pattern_id: p for p in await store.query_patterns(viewer=None)}
+    assert set(patterns) == should
+    for sig in should:
+        n, s = expected[sig]
+        assert patterns[sig].sample_size == n and patterns[sig].successes == s
+        assert patterns[sig].success_rate == pytest.approx(s / n)
+        assert patterns[sig].confidence == pytest.approx(wilson_by_quadratic(s, n))
+    stats = {row["pattern_id"]: (row["samples"], row["successes"]) for row in await store.stats()}
+    assert stats == expected
+    again = await Consolidator(redis, settings, store).run_pass(epoch, lease.token)
+    assert again.counted == 0 and again.promoted == [] and again.updated == []
+
+
+async def test_archival_moves_old_decisions_and_queries_span_both(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Decisions past the STM window move to the store; one query returns both, newest first."""
+    settings = coordinator_settings(settings, stm_window_s=3600)
+    log = DecisionLog(redis, settings)
+    old = [await log.log_decision("te-1", "TRADE_EXECUTION", timestamp=1_000_000.0 + n) for n in range(5)]
+    new = [await log.log_decision("te-1", "TRADE_EXECUTION") for _ in range(3)]
+    lease = Lease(redis, settings, "c1")
+    result = await Consolidator(redis, settings, store).run_pass(await lease.try_lead(), lease.token)
+    assert result.archived == 5
+    keys = Keys(settings.namespace)
+    for decision_id in old:
+        assert not await redis.exists(keys.decision(decision_id))
+    assert await redis.zcard(keys.decisions("te-1")) == 3
+    spanning = DecisionLog(redis, settings, archive=store)
+    assert [d.decision_id for d in await spanning.query("te-1", limit=100)] == new[::-1] + old[::-1]
+    assert (await spanning.get(old[0])).decision_id == old[0]
+
+
+async def test_deposed_leader_cannot_write(redis: Any, settings: Settings, store: SQLiteStore) -> None:
+    """Acceptance 3 (library): after another coordinator took the lease, the old one is refused."""
+    settings = coordinator_settings(settings, stm_window_s=3600)
+    log = DecisionLog(redis, settings)
+    await log.log_decision("te-1", "TRADE_EXECUTION", timestamp=1_000_000.0)
+    old, new = Lease(redis, settings, "old"), Lease(redis, settings, "new")
+    old_epoch = await old.try_lead()
+    assert await new.try_lead() == 0                     # only one leads
+    old_token = old.token
+    await redis.delete(Keys(settings.namespace).lease())  # the old leader's lease lapses
+    new_epoch = await new.try_lead()
+    assert new_epoch > old_epoch
+    await Consolidator(redis, settings, store).run_pass(new_epoch, new.token)
+    await log.log_decision("te-1", "TRADE_EXECUTION", timestamp=1_000_001.0)
+    with pytest.raises(NotLeader):
+        await Consolidator(redis, settings, store).run_pass(old_epoch, old_token)
+    assert await store.count_archived() == 1
