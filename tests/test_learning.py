@@ -12,7 +12,7 @@ from coordinator.learning import Thresholds, bucket, credits_for, wilson_lower_b
 
 def wilson_by_quadratic(successes: int, n: int, z: float = 1.96) -> float:
     """The Wilson lower bound solved independently: the smaller root of
-    (1 + z²/n)·p² − (2·p̂ + z²/n)·p + p̂² = 0."""
+    (1 + z²/n)·p² - (2·p̂ + z²/n)·p + p̂² = 0."""
     phat = successes / n
     a = 1 + z * z / n
     b = -(2 * phat + z * z / n)
