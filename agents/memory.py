@@ -19,6 +19,7 @@ from coordinator.memory import MemoryItem, ShortTermMemory
 from coordinator.scoring import ConfidenceAdjustment, adjust_confidence
 from coordinator.settings import Settings
 from coordinator.state import AgentState, StateStore, StateType
+from coordinator.store import MemoryPattern, SQLiteStore
 
 OUTCOME_KIND = "outcome"
 WIN_RATE_LOOKBACK = 20
@@ -35,6 +36,25 @@ class AgentMemory:
         self.decisions = DecisionLog(redis, settings)
         self.events = EpisodicLog(redis, settings)
         self.state = AgentState(agent_id=agent_id)
+        self._store: SQLiteStore | None = None
+
+    async def close(self) -> None:
+        """Close the durable store if it was opened."""
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    # --- long-term patterns ---------------------------------------------------------------------
+    async def patterns(
+        self, *, memory_type: str | None = None, min_confidence: float = 0.0,
+        shared: bool | None = None,
+    ) -> list[MemoryPattern]:
+        """Promoted patterns this agent may see: its own and those shared with it, best first."""
+        if self._store is None:
+            self._store = await SQLiteStore.open(self.settings.store_path)
+        return await self._store.query_patterns(
+            viewer=self.agent_id, memory_type=memory_type, min_confidence=min_confidence,
+            shared=shared)
 
     # --- state ------------------------------------------------------------------------------
     async def load_state(self, agent_version: str = "0") -> AgentState:

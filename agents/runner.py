@@ -98,6 +98,7 @@ class AgentRunner:
                 with anyio.CancelScope(shield=True):
                     await self.agent.teardown()
                     await self._deregister()
+                    await self.memory.close()
 
     async def _deregister(self) -> None:
         try:

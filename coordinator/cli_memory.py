@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from coordinator.bus import Bus
@@ -147,6 +149,21 @@ def _parse_since(text: str | None) -> float | None:
         raise InvalidInput(f"--since {text!r}: use 90s, 15m, 6h, 3d or a Unix time") from None
 
 
+@contextlib.asynccontextmanager
+async def _archive(settings: Settings) -> AsyncIterator[Any]:
+    """The durable store when its file exists (decision queries then span it), else None."""
+    from coordinator.store import SQLiteStore
+
+    if not settings.store_path.exists():
+        yield None
+        return
+    store = await SQLiteStore.open(settings.store_path)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else ("-" if value is None else value)
 
@@ -164,9 +181,10 @@ async def cmd_decisions(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(redis: Any) -> int:
         success = True if args.success else False if args.failure else None
-        found = await DecisionLog(redis, settings).query(
-            check_agent_id(args.agent_id), decision_type=args.type, success=success,
-            since=_parse_since(args.since), pending=args.pending, limit=args.limit)
+        async with _archive(settings) as archive:
+            found = await DecisionLog(redis, settings, archive=archive).query(
+                check_agent_id(args.agent_id), decision_type=args.type, success=success,
+                since=_parse_since(args.since), pending=args.pending, limit=args.limit)
         if args.json:
             print_json([d.as_dict() for d in found])
             return 0
@@ -181,8 +199,7 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
     """hivebus decision show ID: a decision, its outcome, what triggered it and what it caused."""
 
     async def body(redis: Any) -> int:
-        log, bus = DecisionLog(redis, settings), Bus(redis, settings)
-        decision = await log.get(args.decision_id)
+        bus = Bus(redis, settings)
 
         async def signal_view(signal_id: str) -> dict[str, Any]:
             try:
@@ -194,8 +211,12 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
                     "caused_by": report.signal.causation_id,
                     "status": {t.agent_id: t.status.value for t in report.targets}}
 
+        async with _archive(settings) as archive:
+            log = DecisionLog(redis, settings, archive=archive)
+            decision = await log.get(args.decision_id)
+            caused_ids = await log.caused_signals(decision.decision_id)
         triggers = [await signal_view(s) for s in decision.triggered_by]
-        caused = [await signal_view(s) for s in await log.caused_signals(decision.decision_id)]
+        caused = [await signal_view(s) for s in caused_ids]
         if args.json:
             print_json({**decision.as_dict(), "triggering_signals": triggers, "caused_signals": caused})
             return 0

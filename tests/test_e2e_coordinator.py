@@ -91,3 +91,30 @@ def test_once_over_100k_decisions_reports_progress(
     progress = result.stderr.splitlines()
     assert "learn: 100000/100000 (100%)" in progress
     assert sum(1 for line in progress if line.startswith("learn:")) >= 10
+
+
+def test_patterns_cli_versions_rollback_and_privacy(
+    procs: Processes, real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """Acceptance 4 and 5 through the CLI: versions, rollback, and no peeking at private patterns."""
+    procs.env.update(HIVEBUS_STORE=str(tmp_path / "ltm.sqlite3"), HIVEBUS_PROMOTE_MIN_SAMPLES="50")
+    seed = 1
+    for _ in range(4):  # four passes over new decisions: promoted, then updated three times
+        write_decisions(real_server.url, namespace, 300, seed=seed, old_share=0)
+        seed += 1
+        procs.cli("coordinator", "--once")
+    [pattern] = procs.cli_json("patterns")
+    pid = pattern["pattern_id"]
+    assert pattern["agent_id"] == "te-1" and pattern["version"] == 4
+    history = procs.cli_json("pattern", "history", pid)
+    assert [h["version"] for h in history] == [1, 2, 3, 4]
+    procs.cli("pattern", "rollback", pid, "2")
+    shown = procs.cli_json("pattern", "show", pid)
+    assert shown["version"] == 5 and shown["sample_size"] == history[1]["pattern"]["sample_size"]
+    assert procs.cli_json("pattern", "history", pid)[-1]["reason"] == "rollback to version 2"
+    # te-1's private pattern: invisible to another agent through every pattern command
+    assert procs.cli_json("patterns", "--as", "te-1")[0]["pattern_id"] == pid
+    assert procs.cli_json("patterns", "--as", "rm-1") == []
+    for args in (["pattern", "show", pid, "--as", "rm-1"], ["pattern", "history", pid, "--as", "rm-1"]):
+        result = procs.cli(*args, check=False)
+        assert result.returncode == 1 and "no pattern" in result.stderr

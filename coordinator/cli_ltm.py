@@ -1,0 +1,132 @@
+"""``hivebus patterns``, ``hivebus pattern …``: the long-term patterns in the durable store."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from coordinator.cli_common import Parser, listing
+from coordinator.keys import check_agent_id
+from coordinator.output import clock, print_json, print_table
+from coordinator.settings import Settings
+from coordinator.store import MemoryPattern, SQLiteStore
+
+
+async def with_store(settings: Settings, body: Callable[[SQLiteStore], Awaitable[int]]) -> int:
+    """Open the durable store, run ``body``, close it."""
+    store = await SQLiteStore.open(settings.store_path)
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+def _viewer(args: argparse.Namespace) -> str | None:
+    return check_agent_id(args.as_agent) if args.as_agent else None
+
+
+def _row(p: MemoryPattern) -> dict[str, Any]:
+    return {"pattern_id": p.pattern_id, "agent": p.agent_id, "type": p.memory_type,
+            "version": p.version, "active": "yes" if p.active else "no",
+            "confidence": f"{p.confidence:.3f}", "success_rate": f"{p.success_rate:.3f}",
+            "samples": p.sample_size, "shared": ",".join(p.shared_with) if p.is_shared else "-"}
+
+
+async def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus patterns: promoted patterns, best first."""
+
+    async def body(store: SQLiteStore) -> int:
+        found = await store.query_patterns(
+            viewer=_viewer(args), memory_type=args.type, min_confidence=args.min_confidence,
+            agent=args.agent, shared=True if args.shared else None, include_inactive=args.all)
+        if args.json:
+            print_json([p.model_dump(mode="json") for p in found])
+            return 0
+        print_table([_row(p) for p in found], ["pattern_id", "agent", "type", "version", "active",
+                                                "confidence", "success_rate", "samples", "shared"])
+        return 0
+
+    return await with_store(settings, body)
+
+
+async def cmd_pattern_show(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus pattern show ID."""
+
+    async def body(store: SQLiteStore) -> int:
+        p = await store.get_pattern(args.pattern_id, viewer=_viewer(args))
+        if args.json:
+            print_json(p.model_dump(mode="json"))
+            return 0
+        for name, value in _row(p).items():
+            print(f"{name:<13}{value}")
+        print(f"{'successes':<13}{p.successes}")
+        print(f"{'updated':<13}{clock(p.updated_at)}")
+        print(f"{'data':<13}{p.data}")
+        newest = p.evidence[-1] if p.evidence else "-"
+        print(f"{'evidence':<13}{len(p.evidence)} decision(s), newest {newest}")
+        return 0
+
+    return await with_store(settings, body)
+
+
+async def cmd_pattern_history(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus pattern history ID: every version, oldest first."""
+
+    async def body(store: SQLiteStore) -> int:
+        history = await store.pattern_history(args.pattern_id, viewer=_viewer(args))
+        if args.json:
+            print_json(history)
+            return 0
+        print_table([{"version": h["version"], "at": clock(h["created_at"]), "reason": h["reason"],
+                      "active": "yes" if h["pattern"]["active"] else "no",
+                      "confidence": f"{h['pattern']['confidence']:.3f}",
+                      "samples": h["pattern"]["sample_size"]} for h in history],
+                    ["version", "at", "reason", "active", "confidence", "samples"])
+        return 0
+
+    return await with_store(settings, body)
+
+
+async def cmd_pattern_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus pattern rollback ID VERSION."""
+
+    async def body(store: SQLiteStore) -> int:
+        restored = await store.rollback_pattern(args.pattern_id, args.version)
+        if args.json:
+            print_json(restored.model_dump(mode="json"))
+        else:
+            print(f"pattern {restored.pattern_id} is now version {restored.version} "
+                  f"(a copy of version {args.version})")
+        return 0
+
+    return await with_store(settings, body)
+
+
+def add_ltm_commands(sub: Any) -> None:
+    """Register the pattern commands on the ``hivebus`` subparsers."""
+    def viewer(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--as", dest="as_agent", metavar="AGENT",
+                       help="see only what this agent may see (its own and shared patterns)")
+        return p
+
+    patterns = viewer(listing(sub.add_parser("patterns", help="promoted patterns, best first")))
+    patterns.add_argument("--type", help="memory type, e.g. PATTERN")
+    patterns.add_argument("--min-confidence", type=float, default=0.0)
+    patterns.add_argument("--agent", help="only patterns learned from this agent")
+    patterns.add_argument("--shared", action="store_true", help="only shared patterns")
+    patterns.add_argument("--all", action="store_true", help="include demoted (inactive) ones")
+    patterns.set_defaults(func=cmd_patterns)
+
+    pattern = sub.add_parser("pattern", help="one pattern").add_subparsers(
+        dest="pattern_command", required=True, parser_class=Parser)
+    show = viewer(listing(pattern.add_parser("show", help="a pattern")))
+    show.add_argument("pattern_id")
+    show.set_defaults(func=cmd_pattern_show)
+    history = viewer(listing(pattern.add_parser("history", help="every version of a pattern")))
+    history.add_argument("pattern_id")
+    history.set_defaults(func=cmd_pattern_history)
+    rollback = listing(pattern.add_parser("rollback", help="restore an earlier version"))
+    rollback.add_argument("pattern_id")
+    rollback.add_argument("version", type=int)
+    rollback.set_defaults(func=cmd_pattern_rollback)
