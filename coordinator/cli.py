@@ -19,7 +19,7 @@ import anyio
 from coordinator import __version__
 from coordinator.bus import Bus
 from coordinator.cli_common import Parser, listing, positive_int, with_redis
-from coordinator.cli_ltm import add_ltm_commands
+from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_commands(sub)
     add_ltm_commands(sub)
+    add_knowledge_commands(sub)
 
     rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
     rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")

@@ -130,3 +130,122 @@ def add_ltm_commands(sub: Any) -> None:
     rollback.add_argument("pattern_id")
     rollback.add_argument("version", type=int)
     rollback.set_defaults(func=cmd_pattern_rollback)
+
+
+async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus procedures …: list, add, show, run, history, rollback."""
+    from coordinator.models import parse_json_object
+    from coordinator.procedural import ProceduralMemory
+
+    async def body(store: SQLiteStore) -> int:
+        memory = ProceduralMemory(store)
+        action = args.procedures_command
+        result: Any
+        if action == "list":
+            result = await memory.procedures(args.category)
+            if not args.json:
+                print_table([{"procedure_id": p["procedure_id"], "category": p["category"],
+                              "version": p["version"], "steps": len(p["steps"]),
+                              "successes": p["stats"]["successes"], "failures": p["stats"]["failures"]}
+                             for p in result],
+                            ["procedure_id", "category", "version", "steps", "successes", "failures"])
+                return 0
+        elif action == "add":
+            import json
+
+            try:
+                steps = json.loads(args.steps)
+            except json.JSONDecodeError as exc:
+                from coordinator.errors import InvalidInput
+
+                raise InvalidInput(f"--steps is not valid JSON: {exc.msg}") from None
+            params = parse_json_object(args.params) if args.params else {}
+            version = await memory.store_procedure(args.procedure_id, steps, parameters=params,
+                                                   category=args.category)
+            result = {"procedure_id": args.procedure_id, "version": version}
+        elif action == "show":
+            result = await memory.get(args.procedure_id)
+        elif action == "run":
+            params = parse_json_object(args.params) if args.params else {}
+            result = await memory.execute(args.procedure_id, params)
+        elif action == "history":
+            result = await memory.history(args.procedure_id)
+        else:
+            result = {"procedure_id": args.procedure_id,
+                      "version": await memory.rollback(args.procedure_id, args.version)}
+        print_json(result)
+        return 0 if not (action == "run" and not result["success"]) else 1
+
+    return await with_store(settings, body)
+
+
+async def cmd_concepts(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus concepts …: add, search, related."""
+    from coordinator.errors import InvalidInput
+    from coordinator.procedural import ProceduralMemory
+
+    async def body(store: SQLiteStore) -> int:
+        memory = ProceduralMemory(store)
+        if args.concepts_command == "add":
+            relations = []
+            for text in args.relate or []:
+                relation, sep, target = text.partition(":")
+                if not sep or not relation or not target:
+                    raise InvalidInput(f"--relate {text!r}: use RELATION:TARGET, e.g. causes:pump")
+                relations.append((relation, target))
+            await memory.add_concept(args.name, category=args.category, content=args.content,
+                                     relations=relations)
+            print(f"concept {args.name!r} saved")
+            return 0
+        rows = (await memory.search_concepts(args.word, args.category)
+                if args.concepts_command == "search" else await memory.related(args.name))
+        if args.json:
+            print_json(rows)
+        elif args.concepts_command == "search":
+            print_table(rows, ["name", "category", "content"])
+        else:
+            print_table(rows, ["source", "relation", "target"])
+        return 0
+
+    return await with_store(settings, body)
+
+
+def add_knowledge_commands(sub: Any) -> None:
+    """Register ``hivebus procedures …`` and ``hivebus concepts …``."""
+    procedures = sub.add_parser("procedures", help="procedural memory").add_subparsers(
+        dest="procedures_command", required=True, parser_class=Parser)
+    plist = listing(procedures.add_parser("list", help="stored procedures"))
+    plist.add_argument("--category")
+    add = procedures.add_parser("add", help="store a procedure (a new version if it exists)")
+    add.add_argument("procedure_id")
+    add.add_argument("--steps", required=True,
+                     help='JSON list, e.g. \'[{"step": "set", "params": {"capital": 1000}}]\'')
+    add.add_argument("--params", help="default parameters, a JSON object")
+    add.add_argument("--category", default="general")
+    for name in ("show", "history"):
+        p = procedures.add_parser(name, help=f"{name} a procedure")
+        p.add_argument("procedure_id")
+    run = procedures.add_parser("run", help="execute a procedure and record its stats")
+    run.add_argument("procedure_id")
+    run.add_argument("--params", help="call parameters, a JSON object")
+    back = procedures.add_parser("rollback", help="make a kept version current again")
+    back.add_argument("procedure_id")
+    back.add_argument("version", type=int)
+    for parser in procedures.choices.values():
+        parser.set_defaults(func=cmd_procedures, json=getattr(parser, "json", True))
+    plist.set_defaults(json=False)
+
+    concepts = sub.add_parser("concepts", help="semantic memory").add_subparsers(
+        dest="concepts_command", required=True, parser_class=Parser)
+    cadd = concepts.add_parser("add", help="create or update a concept")
+    cadd.add_argument("name")
+    cadd.add_argument("--category", required=True)
+    cadd.add_argument("--content", default="")
+    cadd.add_argument("--relate", action="append", metavar="RELATION:TARGET")
+    search = listing(concepts.add_parser("search", help="concepts by word and/or category"))
+    search.add_argument("word", nargs="?")
+    search.add_argument("--category")
+    related = listing(concepts.add_parser("related", help="relations of a concept"))
+    related.add_argument("name")
+    for parser in concepts.choices.values():
+        parser.set_defaults(func=cmd_concepts)

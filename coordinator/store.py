@@ -174,7 +174,7 @@ class SQLiteStore:
 
     async def schema_version(self) -> int:
         """The schema version of the open file."""
-        row = await self._read(lambda c: c.execute(
+        row = await self.read(lambda c: c.execute(
             "SELECT value FROM meta WHERE key='schema_version'").fetchone())
         return int(row["value"])
 
@@ -183,7 +183,8 @@ class SQLiteStore:
         await anyio.to_thread.run_sync(self._conn.close)
 
     # --- plumbing ----------------------------------------------------------------------------
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` in the store's worker thread (for reads)."""
         def run() -> T:
             with self._lock:
                 try:
@@ -192,7 +193,7 @@ class SQLiteStore:
                     raise StoreError(f"store {self.path}: {exc}") from None
         return await anyio.to_thread.run_sync(run)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], epoch: int | None) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], epoch: int | None) -> T:
         """Run ``fn`` in one IMMEDIATE transaction, after checking the fencing epoch."""
         def run() -> T:
             with self._lock:
@@ -255,7 +256,7 @@ class SQLiteStore:
                          success, json.dumps(evidence), json.dumps(credit.data)))
             return counted
 
-        return await self._write(run, epoch)
+        return await self.write(run, epoch)
 
     async def is_credited(self, decision_ids: Iterable[str]) -> set[str]:
         """Which of ``decision_ids`` have been counted already."""
@@ -272,11 +273,11 @@ class SQLiteStore:
                     f"SELECT decision_id FROM credited WHERE decision_id IN ({marks})", chunk)}
             return found
 
-        return await self._read(run)
+        return await self.read(run)
 
     async def stats(self) -> list[dict[str, Any]]:
         """Learning counts of every candidate pattern, promoted or not."""
-        rows = await self._read(lambda c: c.execute(
+        rows = await self.read(lambda c: c.execute(
             "SELECT pattern_id, agent_id, decision_type, kind, samples, successes FROM pattern_stats "
             "ORDER BY pattern_id").fetchall())
         return [dict(r) for r in rows]
@@ -322,7 +323,7 @@ class SQLiteStore:
                 conn.execute("UPDATE pattern_stats SET dirty=0 WHERE pattern_id=?", (pid,))
             return report
 
-        return await self._write(run, epoch)
+        return await self.write(run, epoch)
 
     @staticmethod
     def _put_pattern(conn: sqlite3.Connection, p: MemoryPattern, reason: str) -> None:
@@ -341,7 +342,7 @@ class SQLiteStore:
         agent: str | None = None, shared: bool | None = None, include_inactive: bool = False,
     ) -> list[MemoryPattern]:
         """Patterns ``viewer`` may see (its own and those shared with it), best first."""
-        rows = await self._read(lambda c: c.execute(
+        rows = await self.read(lambda c: c.execute(
             "SELECT * FROM patterns WHERE confidence >= ? ORDER BY confidence DESC, pattern_id",
             (min_confidence,)).fetchall())
         found = []
@@ -359,7 +360,7 @@ class SQLiteStore:
 
     async def get_pattern(self, pattern_id: str, *, viewer: str | None) -> MemoryPattern:
         """One pattern. Raises NotFound when it does not exist or ``viewer`` may not see it."""
-        row = await self._read(lambda c: c.execute(
+        row = await self.read(lambda c: c.execute(
             "SELECT * FROM patterns WHERE pattern_id=?", (pattern_id,)).fetchone())
         if row is None or not _pattern_from_row(row).visible_to(viewer):
             raise NotFound(f"no pattern {pattern_id!r}")
@@ -368,7 +369,7 @@ class SQLiteStore:
     async def pattern_history(self, pattern_id: str, *, viewer: str | None) -> list[dict[str, Any]]:
         """Every version of a pattern, oldest first: {version, reason, created_at, pattern}."""
         await self.get_pattern(pattern_id, viewer=viewer)
-        rows = await self._read(lambda c: c.execute(
+        rows = await self.read(lambda c: c.execute(
             "SELECT * FROM pattern_versions WHERE pattern_id=? ORDER BY version",
             (pattern_id,)).fetchall())
         return [{"version": r["version"], "reason": r["reason"], "created_at": r["created_at"],
@@ -392,7 +393,7 @@ class SQLiteStore:
             self._put_pattern(conn, restored, f"rollback to version {version}")
             return restored
 
-        return await self._write(run, epoch)
+        return await self.write(run, epoch)
 
     # --- archived decisions ----------------------------------------------------------------------
     async def archive(self, records: Sequence[tuple[DecisionRecord, list[str]]], epoch: int | None) -> int:
@@ -407,7 +408,7 @@ class SQLiteStore:
                      success, record.model_dump_json(), json.dumps(caused))).rowcount
             return added
 
-        return await self._write(run, epoch)
+        return await self.write(run, epoch)
 
     async def archived(
         self, agent_id: str, *, since: float | None = None, until: float | None = None,
@@ -425,12 +426,12 @@ class SQLiteStore:
             args.append(int(success))
         sql += " ORDER BY timestamp DESC LIMIT ?"
         args.append(limit)
-        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        rows = await self.read(lambda c: c.execute(sql, args).fetchall())
         return [DecisionRecord.model_validate_json(r["record"]) for r in rows]
 
     async def archived_decision(self, decision_id: str) -> tuple[DecisionRecord, list[str]] | None:
         """One archived decision and the signals it caused, or None."""
-        row = await self._read(lambda c: c.execute(
+        row = await self.read(lambda c: c.execute(
             "SELECT record, caused FROM decisions WHERE decision_id=?", (decision_id,)).fetchone())
         if row is None:
             return None
@@ -438,11 +439,11 @@ class SQLiteStore:
 
     async def count_archived(self) -> int:
         """How many decisions the archive holds."""
-        row = await self._read(lambda c: c.execute("SELECT COUNT(*) AS n FROM decisions").fetchone())
+        row = await self.read(lambda c: c.execute("SELECT COUNT(*) AS n FROM decisions").fetchone())
         return int(row["n"])
 
     async def meta(self, key: str) -> str | None:
         """A value of the meta table."""
-        row = await self._read(
+        row = await self.read(
             lambda c: c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone())
         return None if row is None else str(row["value"])
