@@ -108,7 +108,8 @@ class Bus:
         flat: list[str] = []
         for name, value in fields.items():  # 'id', 'type', 'source' come first: the script relies on it
             flat += (name, value)
-        ttl_ms = max(1, int((signal.expires_at - now_s()) * 1000))
+        # the hash outlives the signal by a grace period, so retention can still mark it EXPIRED
+        ttl_ms = max(1, int((signal.expires_at - now_s() + self.settings.signal_grace_s) * 1000))
         keys = [
             self.keys.signal(signal.signal_id),
             self.keys.signal_log(),

@@ -1,4 +1,4 @@
-"""STM -> LTM consolidation: learn from outcomes, promote patterns, archive aged decisions.
+"""STM -> LTM consolidation: learn from outcomes, promote patterns, archive aged decisions, retain.
 
 Each step is safe to interrupt at any instant and to run again:
 
@@ -28,6 +28,7 @@ from coordinator.keys import Keys
 from coordinator.learning import Thresholds, credits_for
 from coordinator.logs import get_logger
 from coordinator.models import now_s
+from coordinator.retention import Retention
 from coordinator.settings import Settings
 from coordinator.store import SQLiteStore
 
@@ -58,13 +59,20 @@ class PassResult:
     demoted: list[str] = field(default_factory=list)
     archived: int = 0
     skipped: int = 0
+    expired: int = 0
+    trimmed: int = 0
+    agents_removed: int = 0
+    memories_removed: int = 0
 
     def summary(self) -> str:
         """One line for people."""
         return (f"learned from {self.counted} new outcome(s) ({self.outcomes_seen} read); "
                 f"patterns: {len(self.promoted)} promoted, {len(self.updated)} updated, "
                 f"{len(self.demoted)} demoted; {self.archived} decision(s) archived"
-                + (f"; {self.skipped} unreadable decision(s) set aside" if self.skipped else ""))
+                + (f"; {self.skipped} unreadable decision(s) set aside" if self.skipped else "")
+                + f"; retention: {self.expired} signal(s) expired unprocessed, {self.trimmed} stream "
+                f"entries trimmed, {self.agents_removed} dead agent(s) removed, "
+                f"{self.memories_removed} faded memory item(s) removed")
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -92,6 +100,9 @@ class Consolidator:
         report = await self.store.promote(self.thresholds, self.share_with, epoch)
         result.promoted, result.updated, result.demoted = report.promoted, report.updated, report.demoted
         await self.archive(epoch, token, result, progress)
+        retained = await Retention(self.redis, self.settings).run()
+        result.expired, result.trimmed = retained.expired, retained.trimmed
+        result.agents_removed, result.memories_removed = retained.agents_removed, retained.memories_removed
         return result
 
     async def learn(self, epoch: int, result: PassResult, progress: Progress | None) -> None:

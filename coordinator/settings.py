@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     signal_ttl_s: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
+    signal_grace_s: int = Field(default=3600, ge=0)
     max_payload_bytes: int = Field(default=64 * 1024, ge=256)
     stream_maxlen: int = Field(default=100_000, ge=100)
     log_stream_maxlen: int = Field(default=100_000, ge=100)
