@@ -86,8 +86,9 @@ async def run_demo(
     settings: Settings, *, ticks: int, seed: int, interval_s: float, keep_running: bool
 ) -> int:
     """Run the demo; return the exit code."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs = settings.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(exist_ok=True, mode=0o700)
     with redis_endpoint(settings) as url:
         print(f"redis     {redact_url(url)}" + ("" if settings.redis_url else " (managed, data in "
                                                  f"{settings.home}/)"))

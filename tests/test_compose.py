@@ -45,3 +45,13 @@ def test_desk_agents_are_separate_services(compose: dict[str, Any]) -> None:
     for agent in ("market-hunter", "risk-manager", "trade-executor"):
         assert ("agent", "run", agent) in runs
     assert ("coordinator",) in {tuple(s["command"][1:2]) for s in compose["services"].values()}
+
+
+def test_store_volume_is_shared(compose: dict[str, Any]) -> None:
+    """Every hivebus service sees the same durable store file."""
+    for name, service in compose["services"].items():
+        if name == "redis":
+            continue
+        assert service["environment"]["HIVEBUS_STORE"] == "/data/ltm/ltm.sqlite3"
+        assert "ltm-data:/data/ltm" in service["volumes"]
+    assert "ltm-data" in compose["volumes"]
