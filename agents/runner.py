@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal as os_signal
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -21,9 +22,10 @@ from structlog.contextvars import bound_contextvars
 from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
 from coordinator.bus import Bus, Delivery, Outcome
-from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable
+from coordinator.errors import InvalidInput, RedisUnavailable, UnknownAgent
 from coordinator.logs import get_logger
-from coordinator.models import SignalStatus
+from coordinator.models import SignalStatus, now_s
+from coordinator.redelivery import Redelivery, backoff_s
 from coordinator.registry import Instance, Registry
 
 BUILTIN_AGENTS = {
@@ -33,6 +35,13 @@ BUILTIN_AGENTS = {
 }
 
 MAX_REASON = 500
+
+
+class Permanent(Exception):
+    """Raise from a handler when retrying cannot help: the signal is dead-lettered at once."""
+
+
+PERMANENT = (Permanent, InvalidInput, UnknownAgent)
 
 
 def load_agent_class(spec: str) -> type[Agent]:
@@ -65,6 +74,8 @@ class AgentRunner:
         agent.memory = self.memory
         self.log = get_logger(agent_id=agent.agent_id, instance=self.instance.instance_id)
         self.handled = 0
+        self.redelivery = Redelivery(bus)
+        self._next_orphan_check = 0.0
 
     async def run(
         self,
@@ -121,32 +132,94 @@ class AgentRunner:
                     self.log.warning("heartbeat failed", error=str(exc))
                 failing = True
 
+    async def _next_batch(self, burst: bool) -> list[Delivery]:
+        """Reclaimed orphans and due retries first, else new entries (blocking read)."""
+        agent_id, consumer = self.agent.agent_id, self.instance.instance_id
+        count = self.settings.read_batch
+        if anyio.current_time() >= self._next_orphan_check:
+            self._next_orphan_check = anyio.current_time() + min(1.0, self.settings.claim_idle_s / 2)
+            orphans = await self.redelivery.orphans(agent_id, consumer, count)
+            if orphans:
+                self.log.info("reclaimed signals of a dead replica", count=len(orphans))
+                return orphans
+        due = await self.redelivery.due(agent_id, consumer, count)
+        if due:
+            return due
+        block = None if burst else self.settings.read_block_ms
+        return await self.bus.read(agent_id, consumer, count=count, block_ms=block)
+
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
         agent_id = self.agent.agent_id
         backoff = 0.1
         while not stop.is_set():
             try:
-                deliveries = await self.bus.read(
-                    agent_id,
-                    self.instance.instance_id,
-                    count=self.settings.read_batch,
-                    block_ms=None if burst else self.settings.read_block_ms,
-                )
+                deliveries = await self._next_batch(burst)
                 if not deliveries:
                     if burst:
-                        return
+                        due = await self.redelivery.next_due(agent_id)
+                        if due is None:
+                            return
+                        await anyio.sleep(max(0.0, due - now_s()))  # burst waits for its retries
                     continue
-                outcomes = [await self._handle(delivery) for delivery in deliveries]
+                outcomes = await self._handle_batch(deliveries)
                 await self.bus.settle(agent_id, outcomes)
-                self.handled += len(outcomes)
+                self.handled += sum(1 for o in outcomes if o.status is not SignalStatus.FAILED)
+                if backoff > 0.1:
+                    self.log.info("redis reachable again")
                 backoff = 0.1
             except RedisUnavailable as exc:
-                self.log.warning("redis unavailable, retrying", error=str(exc), retry_in=backoff)
+                if backoff == 0.1:
+                    self.log.warning("redis unavailable, retrying", error=str(exc))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 if "NOGROUP" in str(exc):  # inbox or group deleted by hand, or Redis lost its data
                     with contextlib.suppress(RedisUnavailable):
                         await self.bus.ensure_group(agent_id)
+
+    async def _handle_batch(self, deliveries: list[Delivery]) -> list[Outcome]:
+        """Handle a batch while renewing its claim; skip what the ledger says is done."""
+        agent_id = self.agent.agent_id
+        done = await self.bus.processed(agent_id, [d.signal.signal_id for d in deliveries if d.signal])
+        outcomes: list[Outcome] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew_claims, [d.entry_id for d in deliveries])
+            for delivery in deliveries:
+                if delivery.signal is not None and delivery.signal.signal_id in done:
+                    outcomes.append(Outcome(delivery, SignalStatus.PROCESSED))  # effects applied before
+                else:
+                    outcomes.append(await self._handle(delivery))
+            tg.cancel_scope.cancel()
+        return await self._schedule_failures(outcomes)
+
+    async def _renew_claims(self, entry_ids: list[str]) -> None:
+        while True:
+            await anyio.sleep(self.settings.claim_idle_s / 3)
+            with contextlib.suppress(RedisUnavailable):
+                await self.redelivery.renew(self.agent.agent_id, self.instance.instance_id, entry_ids)
+
+    async def _schedule_failures(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """FAILED outcomes get their attempt number and a retry time, or become DEAD at the limit."""
+        failed = [o for o in outcomes if o.status is SignalStatus.FAILED and o.delivery.signal]
+        if not failed:
+            return outcomes
+        agent_id = self.agent.agent_id
+        before = await self.bus.attempts(agent_id, [o.delivery.signal.signal_id for o in failed
+                                                    if o.delivery.signal])
+        result = []
+        for outcome in outcomes:
+            signal = outcome.delivery.signal
+            if outcome.status is not SignalStatus.FAILED or signal is None:
+                result.append(outcome)
+                continue
+            attempts = before.get(signal.signal_id, 0) + 1
+            if attempts >= self.settings.max_deliveries:
+                self.log.warning("signal dead-lettered after retries", signal_id=signal.signal_id,
+                                 attempts=attempts, reason=outcome.reason)
+                result.append(replace(outcome, status=SignalStatus.DEAD, attempts=attempts))
+            else:
+                delay = backoff_s(attempts, self.settings.retry_base_s, self.settings.retry_max_s)
+                result.append(replace(outcome, attempts=attempts, retry_at=now_s() + delay))
+        return result
 
     async def _handle(self, delivery: Delivery) -> Outcome:
         signal = delivery.signal
@@ -161,20 +234,24 @@ class AgentRunner:
             ctx = Context(self.bus, self.agent.agent_id, signal, self.memory)
             try:
                 handled = await self.agent.dispatch(signal, ctx)
-            except HivebusError as exc:
-                return self._failed(delivery, f"{type(exc).__name__}: {exc}")
+            except PERMANENT as exc:
+                return self._dead(delivery, f"{type(exc).__name__}: {exc}")
             except Exception as exc:
-                self.log.exception("handler raised")
-                return self._failed(delivery, f"{type(exc).__name__}: {exc}")
+                self.log.warning("handler failed; will retry", error=f"{type(exc).__name__}: {exc}")
+                return Outcome(delivery, SignalStatus.FAILED, _one_line(f"{type(exc).__name__}: {exc}"))
             if not handled:
-                return self._failed(delivery, f"no handler for {signal.signal_type}")
+                return self._dead(delivery, f"no handler for {signal.signal_type}")
             self.log.debug("signal processed", published=ctx.published)
-            return Outcome(delivery, SignalStatus.PROCESSED)
+            return Outcome(delivery, SignalStatus.PROCESSED, effects=tuple(ctx.effects))
 
-    def _failed(self, delivery: Delivery, reason: str) -> Outcome:
-        reason = reason.splitlines()[0][:MAX_REASON] if reason else "failed"
+    def _dead(self, delivery: Delivery, reason: str) -> Outcome:
+        reason = _one_line(reason)
         self.log.warning("signal dead-lettered", reason=reason)
         return Outcome(delivery, SignalStatus.DEAD, reason)
+
+
+def _one_line(reason: str) -> str:
+    return reason.splitlines()[0][:MAX_REASON] if reason else "failed"
 
 
 async def stop_on_signals(stop: anyio.Event, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from coordinator.bus import Bus
+from coordinator.ids import derived_id
 from coordinator.keys import check_item_id, check_signal_type
 from coordinator.models import Severity, Signal
 
@@ -55,6 +56,15 @@ class Context:
         self.cause = cause
         self._memory = memory
         self.published: list[str] = []
+        self.effects: list[Callable[[Any], None]] = []
+
+    def effect(self, apply: Callable[[Any], None]) -> None:
+        """Queue Redis commands (``apply(pipeline)``) to run atomically with this signal's ack.
+
+        They run exactly once: if the process dies before the ack, they never ran and the
+        signal is handled again; after the ack, the signal is not handled again.
+        """
+        self.effects.append(apply)
 
     @property
     def memory(self) -> AgentMemory:
@@ -85,6 +95,9 @@ class Context:
         causation = cause.signal_id if cause else None
         if decision_id is not None:
             causation = check_item_id(decision_id)
+        extra: dict[str, Any] = {}
+        if cause is not None:  # same id when a redelivered signal is handled again
+            extra["signal_id"] = derived_id(cause.signal_id, self.agent_id, str(len(self.published)))
         signal = Signal.create(
             signal_type,
             self.agent_id,
@@ -95,6 +108,7 @@ class Context:
             data=dict(data or {}),
             causation_id=causation,
             correlation_id=(cause.correlation_id or cause.signal_id) if cause else None,
+            **extra,
         )
         await self.bus.publish(signal, allow_unregistered=allow_unregistered)
         if decision_id is not None and self._memory is not None:

@@ -11,8 +11,9 @@ settling a batch (ack + status + dead letters) is one more script call.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import exceptions as redis_errors
 
@@ -24,6 +25,7 @@ from coordinator.scripts import PUBLISH, SETTLE
 from coordinator.settings import Settings
 
 DLQ_MAXLEN = 100_000
+Effect = Callable[[Any], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,18 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one delivery ended, to be recorded by :meth:`Bus.settle`."""
+    """How one delivery ended, to be recorded by :meth:`Bus.settle`.
+
+    ``effects`` are Redis commands the handler asked for (``ctx.effect``): they run in the
+    same MULTI/EXEC as the ack and the processed-ledger, so they apply exactly once.
+    """
 
     delivery: Delivery
     status: SignalStatus
     reason: str = ""
+    retry_at: float = 0.0
+    attempts: int = 1
+    effects: tuple[Effect, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,21 +175,54 @@ class Bus:
         return deliveries
 
     async def settle(self, agent_id: str, outcomes: Sequence[Outcome]) -> int:
-        """Ack a batch and record each outcome (status, reason, dead letter) atomically."""
+        """Record a batch's outcomes in one MULTI/EXEC: effects, status, ledger, ack, DLQ, retries."""
         if not outcomes:
             return 0
         inbox = self.keys.inbox(agent_id)
-        keys = [inbox, self.keys.agent(agent_id), self.keys.dead_letters(agent_id)]
-        args: list[str | int | float] = [agent_id, DLQ_MAXLEN, round(now_s(), 6)]
+        keys = [inbox, self.keys.agent(agent_id), self.keys.dead_letters(agent_id),
+                self.keys.retries(agent_id)]
+        args: list[str | int | float] = [agent_id, DLQ_MAXLEN, round(now_s(), 6),
+                                         self.settings.ledger_ttl_ms]
         for outcome in outcomes:
             delivery = outcome.delivery
             signal = delivery.signal
-            keys.append(self.keys.signal(signal.signal_id) if signal else inbox)
+            if signal:
+                keys += [self.keys.signal(signal.signal_id), self.keys.ledger(agent_id, signal.signal_id)]
+            else:
+                keys += [inbox, inbox]
             dead = outcome.status is SignalStatus.DEAD
             original = json.dumps(delivery.fields, separators=(",", ":")) if dead else ""
-            args += [delivery.entry_id, 1 if signal else 0, outcome.status.value, outcome.reason, original]
+            args += [delivery.entry_id, 1 if signal else 0, outcome.status.value, outcome.reason,
+                     original, round(outcome.retry_at, 6), outcome.attempts]
         async with translate_redis_errors():
-            return int(await self._settle(keys=keys, args=args))
+            pipe = self.redis.pipeline(transaction=True)
+            for outcome in outcomes:
+                if outcome.status is SignalStatus.PROCESSED:
+                    for effect in outcome.effects:
+                        effect(pipe)
+            await self._settle(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return int(results[-1])
+
+    async def processed(self, agent_id: str, signal_ids: Sequence[str]) -> set[str]:
+        """Which of ``signal_ids`` the processed-ledger says ``agent_id`` already processed."""
+        if not signal_ids:
+            return set()
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_id in signal_ids:
+                pipe.exists(self.keys.ledger(agent_id, signal_id))
+            found = await pipe.execute()
+        return {s for s, hit in zip(signal_ids, found, strict=True) if hit}
+
+    async def attempts(self, agent_id: str, signal_ids: Sequence[str]) -> dict[str, int]:
+        """Failed attempts recorded so far for each signal (0 when none or the hash is gone)."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_id in signal_ids:
+                pipe.hget(self.keys.signal(signal_id), f"attempts:{agent_id}")
+            values = await pipe.execute()
+        return {s: int(v or 0) for s, v in zip(signal_ids, values, strict=True)}
 
     # --- inspecting -----------------------------------------------------------------
     async def report(self, signal_id: str) -> SignalReport:

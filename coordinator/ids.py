@@ -25,3 +25,19 @@ def id_time_ms(ulid: str) -> int:
     for ch in ulid[:10]:
         value = value * 32 + _ALPHABET.index(ch)
     return value
+
+
+def derived_id(cause_id: str, *parts: str) -> str:
+    """A deterministic id for something caused by ``cause_id``: the cause's time part plus a hash.
+
+    A handler that runs again for the same signal (a redelivery) publishes follow-ups with
+    the same ids, so the bus sees a republish and delivers nothing twice.
+    """
+    import hashlib
+
+    digest = int.from_bytes(hashlib.sha256("|".join((cause_id, *parts)).encode()).digest()[:10], "big")
+    chars = []
+    for _ in range(16):
+        chars.append(_ALPHABET[digest & 31])
+        digest >>= 5
+    return cause_id[:10] + "".join(reversed(chars))

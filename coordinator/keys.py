@@ -106,6 +106,14 @@ class Keys:
         """HASH of one signal: its fields plus status / entry / error per target; expires."""
         return f"{self.namespace}:signal:{check_signal_id(signal_id)}"
 
+    def retries(self, agent_id: str) -> str:
+        """ZSET inbox entry id -> time its failed signal is due for another attempt."""
+        return f"{self.namespace}:retry:{check_agent_id(agent_id)}"
+
+    def ledger(self, agent_id: str, signal_id: str) -> str:
+        """STRING with a TTL: ``signal_id`` was processed by ``agent_id`` (its effects applied)."""
+        return f"{self.namespace}:done:{check_agent_id(agent_id)}:{check_signal_id(signal_id)}"
+
     def signal_log(self) -> str:
         """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
         return f"{self.namespace}:signals"

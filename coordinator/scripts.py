@@ -51,29 +51,44 @@ end
 return reply
 """
 
-# Settle a batch of entries an agent has read: ack them and record each outcome.
-# KEYS: 1 inbox stream, 2 agent hash, 3 dead-letter stream, 4.. one key per entry
-#       (the signal hash, or the inbox key again when the entry had no valid signal id)
-# ARGV: 1 group (= agent id), 2 dlq maxlen, 3 now (seconds), then per entry 5 values:
-#       entry id, has signal hash (1/0), status, reason, original fields as JSON.
-# A signal hash that has expired is not recreated. Returns the number of entries acked.
+# Settle a batch of entries an agent has read: ack them and record each outcome, atomically.
+# KEYS: 1 inbox stream, 2 agent hash, 3 dead-letter stream, 4 retry schedule (zset),
+#       then per entry: its signal hash and its processed-ledger key (the inbox key again
+#       where the entry had no valid signal id)
+# ARGV: 1 group (= agent id), 2 dlq maxlen, 3 now (seconds), 4 ledger ttl ms, then per entry 7
+#       values: entry id, has signal hash (1/0), status, reason, original fields as JSON,
+#       retry at (seconds, for FAILED), attempts so far.
+# FAILED entries stay pending and are scheduled for a retry; every other status acks the entry,
+# PROCESSED writes the ledger, DEAD writes a dead letter. An expired signal hash is not
+# recreated. Returns the number of entries acked.
 SETTLE = r"""
 local acked = 0
 local counts = {}
-for i = 0, (#ARGV - 3) / 5 - 1 do
-  local base = 4 + i * 5
+local per = 7
+for i = 0, (#ARGV - 4) / per - 1 do
+  local base = 5 + i * per
   local entry, has_hash, status = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local reason, original = ARGV[base + 3], ARGV[base + 4]
-  local key = KEYS[4 + i]
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], entry)
-  if has_hash == '1' and redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'status:' .. ARGV[1], status)
-    if reason ~= '' then redis.call('HSET', key, 'error:' .. ARGV[1], reason) end
+  local retry_at, attempts = ARGV[base + 5], ARGV[base + 6]
+  local hash, ledger = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
+  local live = has_hash == '1' and redis.call('EXISTS', hash) == 1
+  if live then
+    redis.call('HSET', hash, 'status:' .. ARGV[1], status, 'attempts:' .. ARGV[1], attempts)
+    if reason ~= '' then redis.call('HSET', hash, 'error:' .. ARGV[1], reason) end
   end
-  if status == 'DEAD' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
-      'entry', entry, 'agent', ARGV[1], 'reason', reason, 'failed_at', ARGV[3],
-      'original', original)
+  if status == 'FAILED' then
+    redis.call('ZADD', KEYS[4], retry_at, entry)
+  else
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('ZREM', KEYS[4], entry)
+    if status == 'PROCESSED' and has_hash == '1' then
+      redis.call('SET', ledger, entry, 'PX', ARGV[4])
+    end
+    if status == 'DEAD' then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
+        'entry', entry, 'agent', ARGV[1], 'reason', reason, 'attempts', attempts,
+        'failed_at', ARGV[3], 'original', original)
+    end
   end
   counts[status] = (counts[status] or 0) + 1
 end

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     coordinator_tick_s: float = Field(default=1.0, gt=0.05)
     read_batch: int = Field(default=128, ge=1, le=10_000)
     read_block_ms: int = Field(default=500, ge=10, le=4000)
+    max_deliveries: int = Field(default=5, ge=1, le=100)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    claim_idle_s: float = Field(default=15.0, gt=0.1)
     state_history: int = Field(default=20, ge=1, le=10_000)
     stm_window_s: int = Field(default=24 * 3600, ge=1)
     stm_ttl_s: int = Field(default=24 * 3600, ge=1)
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """Where the SQLite store lives: HIVEBUS_STORE, else <home>/ltm.sqlite3."""
         return Path(self.store) if self.store else self.home / "ltm.sqlite3"
+
+    @property
+    def ledger_ttl_ms(self) -> int:
+        """How long the processed-ledger remembers a signal: longer than any redelivery."""
+        return int((self.signal_ttl_s + self.signal_grace_s) * 1000) + 3_600_000
 
     @property
     def heartbeat_interval_s(self) -> float:

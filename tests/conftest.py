@@ -137,7 +137,7 @@ def namespace() -> str:
 def settings(namespace: str, tmp_path: Path) -> Settings:
     """Settings for library tests: own namespace, short heartbeat, quick reads."""
     return Settings(namespace=namespace, home=tmp_path / ".hivebus", heartbeat_ttl_s=1.5,
-                    coordinator_tick_s=0.2, read_block_ms=100)
+                    coordinator_tick_s=0.2, read_block_ms=100, retry_base_s=0.01, retry_max_s=0.05)
 
 
 @pytest.fixture(params=["fake", *REAL_SERVERS])

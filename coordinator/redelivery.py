@@ -1,0 +1,105 @@
+"""Getting signals handled again: retries with backoff, and reclaiming a dead replica's work.
+
+* A handler that fails is retried: its entry stays pending in the agent's group and is
+  scheduled in ``hive:retry:<agent>`` at now + backoff (exponential, with jitter); when due,
+  a replica claims it (``XCLAIM``) and handles it again, up to ``max_deliveries`` attempts.
+* An entry delivered to a replica that died is reclaimed by a live replica of the same
+  agent once it has been idle for ``claim_idle_s`` *and* its consumer's heartbeat is gone:
+  reclaim is decided by liveness, not by a timeout alone. A replica renews the entries it
+  is working on (``XCLAIM … JUSTID``), so a long handler is never taken from a live process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from coordinator.bus import Bus, Delivery, decode_delivery
+from coordinator.connection import translate_redis_errors
+from coordinator.errors import InvalidId
+from coordinator.models import now_s
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
+    """Delay before attempt ``attempt + 1``: base * 2^(attempt-1), capped, with "equal jitter"."""
+    delay = float(min(cap_s, base_s * 2 ** max(0, attempt - 1)))
+    return delay / 2 + (rng or random).random() * delay / 2
+
+
+class Redelivery:
+    """Claims due retries and orphaned entries for one agent's consumer."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.redis = bus.redis
+        self.keys = bus.keys
+        self.settings = bus.settings
+
+    async def due(self, agent_id: str, consumer: str, count: int) -> list[Delivery]:
+        """Claim the failed entries whose retry time has come."""
+        retries = self.keys.retries(agent_id)
+        async with translate_redis_errors():
+            ids = await self.redis.zrangebyscore(retries, "-inf", now_s(), start=0, num=count)
+            if not ids:
+                return []
+            claimed = await self.redis.xclaim(self.keys.inbox(agent_id), agent_id, consumer, 0, ids)
+            got = {entry_id for entry_id, _ in claimed}
+            stale = []
+            for entry_id in ids:
+                if entry_id in got:
+                    continue
+                pel = await self.redis.xpending_range(self.keys.inbox(agent_id), agent_id,
+                                                      entry_id, entry_id, 1)
+                if not pel:
+                    stale.append(entry_id)  # acked meanwhile, or trimmed
+            if got or stale:
+                await self.redis.zrem(retries, *got, *stale)
+        return [decode_delivery(entry_id, fields) for entry_id, fields in claimed if fields]
+
+    async def renew(self, agent_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer is still working on."""
+        if entry_ids:
+            async with translate_redis_errors():
+                await self.redis.xclaim(self.keys.inbox(agent_id), agent_id, consumer, 0,
+                                        list(entry_ids), justid=True)
+
+    async def orphans(self, agent_id: str, consumer: str, count: int) -> list[Delivery]:
+        """Claim entries idle for ``claim_idle_s`` that nobody alive is working on.
+
+        That is: entries of consumers with no live heartbeat (a dead replica), and this
+        consumer's own idle entries that no retry is scheduled for (their settle was lost,
+        e.g. to a dropped connection).
+        """
+        idle_ms = int(self.settings.claim_idle_s * 1000)
+        inbox = self.keys.inbox(agent_id)
+        async with translate_redis_errors():
+            pel = await self.redis.xpending_range(inbox, agent_id, "-", "+", count, idle=idle_ms)
+            if not pel:
+                return []
+            owners = sorted({str(p["consumer"]) for p in pel} - {consumer})
+            pipe = self.redis.pipeline(transaction=False)
+            for owner in owners:
+                try:
+                    pipe.exists(self.keys.heartbeat(agent_id, owner))
+                except InvalidId:
+                    pipe.echo("0")  # not a hivebus replica: nothing keeps its claim alive
+            own = [str(p["message_id"]) for p in pel if str(p["consumer"]) == consumer]
+            for entry_id in own:
+                pipe.zscore(self.keys.retries(agent_id), entry_id)
+            answers = await pipe.execute()
+            alive = {o for o, hit in zip(owners, answers, strict=False) if int(hit)}
+            scheduled = {e for e, score in zip(own, answers[len(owners):], strict=True)
+                         if score is not None}
+            orphaned = [str(p["message_id"]) for p in pel
+                        if (str(p["consumer"]) != consumer and str(p["consumer"]) not in alive)
+                        or (str(p["consumer"]) == consumer and str(p["message_id"]) not in scheduled)]
+            if not orphaned:
+                return []
+            claimed = await self.redis.xclaim(inbox, agent_id, consumer, idle_ms, orphaned)
+        return [decode_delivery(entry_id, fields) for entry_id, fields in claimed if fields]
+
+    async def next_due(self, agent_id: str) -> float | None:
+        """When the earliest scheduled retry is due, or None when none is scheduled."""
+        async with translate_redis_errors():
+            first = await self.redis.zrange(self.keys.retries(agent_id), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
