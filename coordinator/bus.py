@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
 from coordinator.errors import InvalidInput, NotFound, UnknownAgent
-from coordinator.keys import Keys, check_agent_id, check_signal_id
+from coordinator.keys import Keys, check_signal_id
 from coordinator.models import Signal, SignalStatus, now_s
 from coordinator.scripts import PUBLISH, SETTLE
 from coordinator.settings import Settings
@@ -265,14 +265,6 @@ class Bus:
         for entry_id, fields in entries:
             rows.append({"entry": entry_id, **fields})
         return rows
-
-    async def dead_letters(self, agent_id: str, count: int = 100) -> list[dict[str, str]]:
-        """The newest dead letters of an agent, newest first."""
-        async with translate_redis_errors():
-            entries = await self.redis.xrevrange(
-                self.keys.dead_letters(check_agent_id(agent_id)), count=count
-            )
-        return [{"entry": entry_id, **fields} for entry_id, fields in entries]
 
 
 def decode_delivery(entry_id: str, fields: dict[str, str]) -> Delivery:

@@ -143,19 +143,36 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
     return await with_redis(settings, body)
 
 
-async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    """hivebus dlq list AGENT: an agent's dead letters, newest first."""
+async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus dlq list|show|replay|purge AGENT …: an agent's dead letters."""
+    from coordinator.dlq import DeadLetters
 
     async def body(redis: Any) -> int:
-        rows = await Bus(redis, settings).dead_letters(args.agent_id, args.limit)
-        if args.json:
-            print_json(rows)
-            return 0
-        print_table(
-            [{"entry": r["entry"], "failed_at": clock(float(r.get("failed_at", 0))),
-              "reason": r.get("reason", "")} for r in rows],
-            ["entry", "failed_at", "reason"],
-        )
+        letters = DeadLetters(redis, settings)
+        action = args.dlq_command
+        if action == "list":
+            rows = await letters.list(args.agent_id, args.limit)
+            if args.json:
+                print_json(rows)
+            else:
+                print_table([{"dlq_entry": r["dlq_entry"], "failed_at": clock(float(r.get("failed_at", 0))),
+                              "attempts": r.get("attempts", "1"), "reason": r.get("reason", "")}
+                             for r in rows], ["dlq_entry", "failed_at", "attempts", "reason"])
+        elif action == "show":
+            print_json(await letters.show(args.agent_id, args.dlq_entry))
+        elif action == "replay":
+            targets = ([r["dlq_entry"] for r in await letters.list(args.agent_id, 100_000)]
+                       if args.all else [args.dlq_entry])
+            if not args.all and args.dlq_entry is None:
+                raise InvalidInput("name a dead letter to replay, or pass --all")
+            for entry in reversed(targets):  # oldest first
+                new_entry = await letters.replay(args.agent_id, entry)
+                print(f"replayed {entry} -> {args.agent_id} inbox entry {new_entry}")
+        else:
+            if not args.all and args.dlq_entry is None:
+                raise InvalidInput("name a dead letter to purge, or pass --all")
+            count = await letters.purge(args.agent_id, None if args.all else args.dlq_entry)
+            print(f"purged {count} dead letter(s) of {args.agent_id}")
         return 0
 
     return await with_redis(settings, body)
@@ -320,7 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
     dlq_list.add_argument("--limit", type=positive_int, default=50)
-    dlq_list.set_defaults(func=cmd_dlq_list)
+    dlq_show = dlq.add_parser("show", help="one dead letter with its original signal (JSON)")
+    dlq_show.add_argument("agent_id")
+    dlq_show.add_argument("dlq_entry")
+    for name, verb in (("replay", "put back into the agent's inbox, status reset"),
+                       ("purge", "delete for good")):
+        p = dlq.add_parser(name, help=f"{verb}: one dead letter, or --all")
+        p.add_argument("agent_id")
+        p.add_argument("dlq_entry", nargs="?")
+        p.add_argument("--all", action="store_true")
+    for p in dlq.choices.values():
+        p.set_defaults(func=cmd_dlq)
 
     feed = sub.add_parser("feed", help="publish seeded MARKET_TICK signals")
     feed.add_argument("--count", type=positive_int, default=20)

@@ -46,3 +46,49 @@ class Recorder(Agent):
         pipe.hincrby(f"{prefix}test:handled", signal.signal_id, 1)
         pipe.hincrby(f"{prefix}test:by_pid", str(os.getpid()), 1)
         await pipe.execute()
+
+
+class FailUntilFixed(Agent):
+    """FIXME signals fail while the key <ns>:test:broken exists; each try is counted."""
+
+    agent_type = "fail-until-fixed"
+
+    @handles("FIXME")
+    async def on_fixme(self, signal: Signal, ctx: Context) -> None:
+        prefix = ctx.bus.keys.prefix
+        await ctx.bus.redis.hincrby(f"{prefix}test:tries", signal.signal_id, 1)
+        if await ctx.bus.redis.exists(f"{prefix}test:broken"):
+            raise RuntimeError("downstream is broken")
+        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))
+
+    @handles("PING")
+    async def on_ping(self, signal: Signal, ctx: Context) -> None:
+        prefix = ctx.bus.keys.prefix
+        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))
+
+
+class Slow(Agent):
+    """Sleeps data.seconds, then records which process finished the signal (an effect)."""
+
+    agent_type = "slow"
+
+    @handles("SLOW")
+    async def on_slow(self, signal: Signal, ctx: Context) -> None:
+        import anyio
+
+        prefix = ctx.bus.keys.prefix
+        await ctx.bus.redis.hincrby(f"{prefix}test:started", signal.signal_id, 1)
+        await anyio.sleep(float(signal.data.get("seconds", 1)))
+        pid = str(os.getpid())
+        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:finished_by", pid, 1))
+
+
+class Counter(Agent):
+    """Applies one effect per WORK signal, exactly once: HINCRBY <ns>:test:applied <id>."""
+
+    agent_type = "counter"
+
+    @handles("WORK")
+    async def on_work(self, signal: Signal, ctx: Context) -> None:
+        prefix = ctx.bus.keys.prefix
+        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from coordinator.bus import Bus, Outcome
+from coordinator.dlq import DeadLetters
 from coordinator.errors import InvalidInput, NotFound, UnknownAgent
 from coordinator.keys import Keys
 from coordinator.models import Signal, SignalStatus
@@ -116,7 +117,7 @@ async def test_malformed_entry_is_dead_lettered_with_reason(redis: Any, settings
     [delivery] = await bus.read("te-1", "c", count=10, block_ms=None)
     assert delivery.signal is None and "not valid JSON" in (delivery.error or "")
     await bus.settle("te-1", [Outcome(delivery, SignalStatus.DEAD, delivery.error or "")])
-    [letter] = await bus.dead_letters("te-1")
+    [letter] = await DeadLetters(redis, settings).list("te-1")
     assert "not valid JSON" in letter["reason"]
     assert json.loads(letter["original"]) == {"type": "PING", "data": "{broken"}
     assert (await redis.xinfo_groups(keys.inbox("te-1")))[0]["pending"] == 0

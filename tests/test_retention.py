@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from coordinator.bus import Bus, Outcome
+from coordinator.dlq import DeadLetters
 from coordinator.keys import Keys
 from coordinator.models import Signal, SignalStatus
 from coordinator.registry import Instance, Registry
@@ -39,7 +40,7 @@ async def test_trimming_expires_what_was_never_processed(redis: Any, settings: S
     status = {s.signal_id: (await redis.hget(keys.signal(s.signal_id), "status:te-1")) for s in old}
     assert status == {old[0].signal_id: "PROCESSED", old[1].signal_id: "EXPIRED",
                       old[2].signal_id: "EXPIRED"}
-    letters = await bus.dead_letters("te-1")
+    letters = await DeadLetters(redis, settings).list("te-1")
     assert sorted(x["entry"] for x in letters) == ["1001-0", "1002-0"]
     assert all(x["reason"] == "expired before it was processed" for x in letters)
     assert [fields["id"] for _, fields in await redis.xrange(keys.inbox("te-1"))] == [fresh.signal_id]

@@ -9,6 +9,7 @@ import pytest
 
 from agents.runner import AgentRunner, load_agent_class
 from coordinator.bus import Bus
+from coordinator.dlq import DeadLetters
 from coordinator.errors import InvalidInput
 from coordinator.models import Signal, SignalStatus
 from coordinator.registry import Instance, Registry
@@ -58,7 +59,7 @@ async def test_failing_handler_dead_letters_and_agent_goes_on(redis: Any, settin
     assert "RuntimeError: cannot handle" in (report.targets[0].error or "")
     for ping in pings:
         assert (await bus.report(ping.signal_id)).targets[0].status is SignalStatus.PROCESSED
-    [letter] = await bus.dead_letters("fl-1")
+    [letter] = await DeadLetters(redis, settings).list("fl-1")
     assert "RuntimeError" in letter["reason"]
 
 

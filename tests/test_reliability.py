@@ -1,0 +1,111 @@
+"""Contract tests of retries, dead letters, replay, the processed-ledger and idempotent follow-ups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from agents.runner import AgentRunner
+from coordinator.bus import Bus
+from coordinator.dlq import DeadLetters
+from coordinator.models import Signal, SignalStatus
+from coordinator.redelivery import backoff_s
+from coordinator.registry import Registry
+from coordinator.settings import Settings
+from tests.agents_for_tests import Echo, FailUntilFixed
+
+pytestmark = pytest.mark.anyio
+
+
+async def burst(agent: Any, redis: Any, settings: Settings) -> AgentRunner:
+    runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings))
+    with anyio.fail_after(20):
+        await runner.run(anyio.Event(), burst=True)
+    return runner
+
+
+async def test_poison_signal_is_dead_lettered_after_max_deliveries_and_replayed(
+    redis: Any, settings: Settings
+) -> None:
+    """Acceptance 3: retried up to the limit, then DLQ with the error; replay brings it back."""
+    settings = settings.model_copy(update={"max_deliveries": 3})
+    bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await redis.set(f"{prefix}test:broken", "1")
+    poison = Signal.create("FIXME", "cli", targets=["ff-1"])
+    pings = [Signal.create("PING", "cli", targets=["ff-1"]) for _ in range(5)]
+    for signal in [poison, *pings]:
+        await bus.publish(signal)
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    report = (await bus.report(poison.signal_id)).targets[0]
+    assert report.status is SignalStatus.DEAD and "downstream is broken" in (report.error or "")
+    assert await redis.hget(f"{prefix}test:tries", poison.signal_id) == "3"
+    for ping in pings:  # the agent kept processing the others
+        assert (await bus.report(ping.signal_id)).targets[0].status is SignalStatus.PROCESSED
+    letters = DeadLetters(redis, settings)
+    [letter] = await letters.list("ff-1")
+    assert letter["attempts"] == "3" and "RuntimeError" in letter["reason"]
+    await redis.delete(f"{prefix}test:broken")
+    await letters.replay("ff-1", letter["dlq_entry"])
+    assert (await bus.report(poison.signal_id)).targets[0].status is SignalStatus.PENDING
+    assert await letters.list("ff-1") == []
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    assert (await bus.report(poison.signal_id)).targets[0].status is SignalStatus.PROCESSED
+    assert await redis.hget(f"{prefix}test:applied", poison.signal_id) == "1"
+
+
+async def test_a_retry_that_succeeds_is_processed_once(redis: Any, settings: Settings) -> None:
+    """A signal that fails once and then works is PROCESSED, its effect applied once."""
+    bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await redis.set(f"{prefix}test:broken", "1")
+    signal = Signal.create("FIXME", "cli", targets=["ff-1"])
+    await bus.publish(signal)
+    runner = AgentRunner(FailUntilFixed("ff-1"), bus, Registry(redis, settings))
+    batch = await runner._next_batch(burst=True)
+    await bus.settle("ff-1", await runner._handle_batch(batch))
+    assert (await bus.report(signal.signal_id)).targets[0].status is SignalStatus.FAILED
+    await redis.delete(f"{prefix}test:broken")
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    report = (await bus.report(signal.signal_id)).targets[0]
+    assert report.status is SignalStatus.PROCESSED
+    assert await redis.hget(f"{prefix}test:applied", signal.signal_id) == "1"
+    assert await DeadLetters(redis, settings).list("ff-1") == []
+
+
+async def test_processed_ledger_stops_a_second_application(redis: Any, settings: Settings) -> None:
+    """The same signal arriving again after it was processed is acked without running again."""
+    bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    signal = Signal.create("PING", "cli", targets=["ff-1"])
+    await bus.publish(signal)
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await redis.xadd(bus.keys.inbox("ff-1"), signal.to_fields())  # a duplicate delivery
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    assert await redis.hget(f"{prefix}test:applied", signal.signal_id) == "1"
+    assert (await redis.xinfo_groups(bus.keys.inbox("ff-1")))[0]["pending"] == 0
+
+
+async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings: Settings) -> None:
+    """Follow-up ids derive from the cause, so handling a signal twice publishes one PONG."""
+    bus = Bus(redis, settings)
+    await burst(Echo("echo-1"), redis, settings)
+    ping = Signal.create("PING", "tester", targets=["echo-1"])
+    await bus.publish(ping)
+    runner = AgentRunner(Echo("echo-1"), bus, Registry(redis, settings))
+    [delivery] = await runner._next_batch(burst=True)
+    await runner._handle(delivery)  # handled, but the process "dies" before settling
+    await runner._handle(delivery)  # handled again after a redelivery
+    assert await redis.xlen(bus.keys.inbox("tester")) == 1
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """Backoff doubles per attempt within [d/2, d] and never exceeds the cap."""
+    import random
+
+    rng = random.Random(1)
+    for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (8, 10.0)]:
+        delay = backoff_s(attempt, 0.5, 10.0, rng)
+        assert full / 2 <= delay <= full
