@@ -81,14 +81,3 @@ class Slow(Agent):
         await anyio.sleep(float(signal.data.get("seconds", 1)))
         pid = str(os.getpid())
         ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:finished_by", pid, 1))
-
-
-class Counter(Agent):
-    """Applies one effect per WORK signal, exactly once: HINCRBY <ns>:test:applied <id>."""
-
-    agent_type = "counter"
-
-    @handles("WORK")
-    async def on_work(self, signal: Signal, ctx: Context) -> None:
-        prefix = ctx.bus.keys.prefix
-        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))
