@@ -171,7 +171,7 @@ class Bus:
         deliveries: list[Delivery] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
-                deliveries.append(decode_delivery(entry_id, fields))
+                deliveries.append(decode_delivery(entry_id, fields, self.settings.max_payload_bytes))
         return deliveries
 
     async def settle(self, agent_id: str, outcomes: Sequence[Outcome]) -> int:
@@ -267,8 +267,11 @@ class Bus:
         return rows
 
 
-def decode_delivery(entry_id: str, fields: dict[str, str]) -> Delivery:
-    """Decode one inbox entry; a malformed entry becomes a Delivery carrying the error."""
+def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None = None) -> Delivery:
+    """Decode one inbox entry; a malformed or oversize entry becomes a Delivery carrying the error."""
+    if max_data is not None and len(fields.get("data", "")) > max_data:
+        return Delivery(entry_id, fields, None,
+                        f"malformed entry: data is {len(fields['data'])} bytes; the limit is {max_data}")
     try:
         return Delivery(entry_id, fields, Signal.from_fields(fields))
     except InvalidInput as exc:

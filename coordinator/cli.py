@@ -18,7 +18,7 @@ import anyio
 
 from coordinator import __version__
 from coordinator.bus import Bus
-from coordinator.cli_common import Parser, listing, positive_int, with_redis
+from coordinator.cli_common import Parser, fail, listing, positive_int, with_redis
 from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, redis_endpoint
@@ -377,8 +377,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             func: CommandFn = args.func
             code = anyio.run(func, args, settings)
     except HivebusError as exc:
-        sys.stderr.write(f"hivebus: error: {exc}\n")
-        code = 1
+        fail(str(exc), 1)
     except KeyboardInterrupt:
         code = 130
     raise SystemExit(code)

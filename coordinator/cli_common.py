@@ -11,12 +11,22 @@ from coordinator.connection import connected, redis_endpoint
 from coordinator.settings import Settings
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (newlines included) escaped, so it prints as one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``hivebus: error: <message>`` as one line on stderr and exit with ``code``."""
+    sys.stderr.write(f"hivebus: error: {one_line(message)}\n")
+    raise SystemExit(code)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"hivebus: error: {message} (see '{self.prog} --help')\n")
-        raise SystemExit(2)
+        fail(f"{message} (see '{self.prog} --help')", 2)
 
 
 async def with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:

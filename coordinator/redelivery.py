@@ -54,7 +54,8 @@ class Redelivery:
                     stale.append(entry_id)  # acked meanwhile, or trimmed
             if got or stale:
                 await self.redis.zrem(retries, *got, *stale)
-        return [decode_delivery(entry_id, fields) for entry_id, fields in claimed if fields]
+        return [decode_delivery(entry_id, fields, self.settings.max_payload_bytes)
+                for entry_id, fields in claimed if fields]
 
     async def renew(self, agent_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries this consumer is still working on."""
@@ -96,7 +97,8 @@ class Redelivery:
             if not orphaned:
                 return []
             claimed = await self.redis.xclaim(inbox, agent_id, consumer, idle_ms, orphaned)
-        return [decode_delivery(entry_id, fields) for entry_id, fields in claimed if fields]
+        return [decode_delivery(entry_id, fields, self.settings.max_payload_bytes)
+                for entry_id, fields in claimed if fields]
 
     async def next_due(self, agent_id: str) -> float | None:
         """When the earliest scheduled retry is due, or None when none is scheduled."""

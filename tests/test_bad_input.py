@@ -1,0 +1,129 @@
+"""Bad input against a real redis-server: hand-written entries, oversize data, hostile ids, fuzzing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from agents.runner import AgentRunner
+from coordinator.bus import Bus, decode_delivery
+from coordinator.dlq import DeadLetters
+from coordinator.errors import HivebusError
+from coordinator.ids import new_id
+from coordinator.models import Signal, SignalStatus
+from coordinator.registry import Registry
+from coordinator.settings import Settings
+from tests.agents_for_tests import Echo
+
+NOW = 1_900_000_000.0
+
+
+def valid(**changes: str) -> dict[str, str]:
+    fields = {"id": new_id(), "type": "PING", "source": "tester", "targets": "echo-1",
+              "severity": "INFO", "confidence": "0.5", "data": "{}", "created_at": "1800000000.0",
+              "expires_at": repr(NOW + 10**9)}
+    fields.update(changes)
+    return {k: v for k, v in fields.items() if v != "<drop>"}
+
+
+HAND_WRITTEN = [
+    ({"type": "PING"}, "missing field"),
+    (valid(data="{not json"), "not valid JSON"),
+    (valid(data='"a string"'), "JSON object"),
+    (valid(confidence="very"), "bad field value"),
+    (valid(confidence="7"), "confidence"),
+    (valid(severity="LOUD"), "unknown severity"),
+    (valid(created_at="yesterday"), "bad field value"),
+    (valid(type="lower case"), "invalid signal type"),
+    (valid(type="UNKNOWN_KIND"), "no handler for UNKNOWN_KIND"),
+    (valid(data=json.dumps({"x": "y" * 70_000})), "limit is 65536"),
+    (valid(source="*"), "invalid agent id"),
+    (valid(source="a:b"), "invalid agent id"),
+    (valid(source="{x}"), "invalid agent id"),
+    (valid(source="with space"), "invalid agent id"),
+    (valid(source="x" * 10_000), "invalid agent id"),
+    (valid(id="x" * 10_000), "invalid signal id"),
+    (valid(id="<drop>"), "missing field 'id'"),
+]
+
+
+@pytest.mark.anyio
+async def test_hand_written_entries_are_dead_lettered_with_reasons(
+    real_redis: Any, settings: Settings
+) -> None:
+    """Each bad entry gets a dead letter naming its problem; good signals around them still work."""
+    bus = Bus(real_redis, settings)
+    runner = AgentRunner(Echo("echo-1"), bus, Registry(real_redis, settings))
+    await runner.run(anyio.Event(), burst=True)
+    good_before = Signal.create("PING", "tester", targets=["echo-1"])
+    await bus.publish(good_before)
+    for fields, _ in HAND_WRITTEN:
+        await real_redis.xadd(bus.keys.inbox("echo-1"), fields)
+    good_after = Signal.create("PING", "tester", targets=["echo-1"])
+    await bus.publish(good_after)
+    with anyio.fail_after(20):
+        await AgentRunner(Echo("echo-1"), bus, Registry(real_redis, settings)).run(
+            anyio.Event(), burst=True)
+    letters = list(reversed(await DeadLetters(real_redis, settings).list("echo-1", 100)))
+    assert len(letters) == len(HAND_WRITTEN)
+    for letter, (_, expected) in zip(letters, HAND_WRITTEN, strict=True):
+        assert expected in letter["reason"], (expected, letter["reason"])
+        assert len(letter["reason"]) <= 500
+    for good in (good_before, good_after):
+        assert (await bus.report(good.signal_id)).targets[0].status is SignalStatus.PROCESSED
+    assert (await real_redis.xinfo_groups(bus.keys.inbox("echo-1")))[0]["pending"] == 0
+
+
+@given(st.dictionaries(st.sampled_from(["id", "type", "source", "targets", "severity", "confidence",
+                                        "data", "created_at", "expires_at", "causation_id", "x"]),
+                       st.text(max_size=60)))
+@hsettings(max_examples=400, deadline=None)
+def test_decoding_any_entry_never_crashes(fields: dict[str, str]) -> None:
+    """Whatever the fields, decoding gives a signal or a one-line reason, never an exception."""
+    delivery = decode_delivery("1-0", fields, 65_536)
+    assert (delivery.signal is None) != (delivery.error is None)
+    if delivery.error:
+        assert "\n" not in delivery.error
+
+
+@given(st.text(max_size=80), st.text(max_size=80), st.floats(allow_nan=True), st.text(max_size=20))
+@hsettings(max_examples=300, deadline=None)
+def test_building_a_signal_from_any_input_fails_cleanly(
+    signal_type: str, target: str, confidence: float, severity: str
+) -> None:
+    """Signal.create refuses bad input only with HivebusError."""
+    from coordinator.models import parse_severity
+
+    try:
+        Signal.create(signal_type, "cli", targets=[target], confidence=confidence,
+                      severity=parse_severity(severity))
+    except HivebusError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.e2e
+@given(args=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                    blacklist_characters="\x00"), max_size=30),
+                     max_size=6))
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_cli_publish_with_any_arguments_exits_cleanly(
+    args: list[str], real_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hivebus publish …` with random arguments ends with an exit code and at most one error line."""
+    from coordinator.cli import main
+
+    monkeypatch.setenv("HIVEBUS_REDIS_URL", real_server.url)
+    monkeypatch.setenv("HIVEBUS_NAMESPACE", "fuzz")
+    monkeypatch.setenv("HIVEBUS_LOG_LEVEL", "error")
+    with pytest.raises(SystemExit) as info:
+        main(["publish", *args])
+    err = capsys.readouterr().err
+    assert info.value.code in (0, 1, 2)
+    if info.value.code:
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
