@@ -259,6 +259,25 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                           interval_s=args.interval, keep_running=args.keep_running)
 
 
+async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
+    from coordinator.acl import acl_script
+    from coordinator.keys import Keys, check_agent_id
+
+    agent_ids = [check_agent_id(a) for a in args.agent_ids]
+    if not agent_ids:
+        async def body(redis: Any) -> int:
+            agent_ids.extend(a.agent_id for a in await Registry(redis, settings).list_agents())
+            return 0
+
+        await with_redis(settings, body)
+    print("# Redis 7.0+ (the per-agent XADD selector needs it). Replace REPLACE_WITH_A_SECRET, then")
+    print("# give each process its own URL: redis://hivebus-agent-<id>:<secret>@host:port/0")
+    for line in acl_script(Keys(settings.namespace), agent_ids):
+        print(line)
+    return 0
+
+
 def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis."""
     import subprocess
@@ -358,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_commands(sub)
     add_ltm_commands(sub)
     add_knowledge_commands(sub)
+
+    acl = sub.add_parser("acl", help="print Redis ACL rules: one user per agent, one for the coordinator")
+    acl.add_argument("agent_ids", nargs="*", help="agent ids (default: every registered agent)")
+    acl.set_defaults(func=cmd_acl)
 
     rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
     rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")

@@ -89,7 +89,7 @@ def stop_server(server: RedisServer) -> None:
 def _answers(server: RedisServer) -> bool:
     result = subprocess.run([server.cli, "-p", str(server.port), "PING"],
                             capture_output=True, text=True, check=False)
-    return result.stdout.strip() == "PONG"
+    return result.stdout.strip() == "PONG" or "NOAUTH" in result.stdout + result.stderr
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
