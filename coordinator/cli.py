@@ -200,7 +200,7 @@ async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
     agent_cls = load_agent_class(args.spec)
     agent = agent_cls(check_agent_id(args.id))
     with redis_endpoint(settings) as url:
-        async with connected(url, client_name=f"hivebus-agent-{args.id}") as redis:
+        async with connected(url, client_name=f"hivebus-agent-{args.id}", settings=settings) as redis:
             runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings))
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
@@ -219,7 +219,7 @@ async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
     store = await SQLiteStore.open(settings.store_path)
     try:
         with redis_endpoint(settings) as url:
-            async with connected(url, client_name="hivebus-coordinator") as redis:
+            async with connected(url, client_name="hivebus-coordinator", settings=settings) as redis:
                 coordinator = Coordinator(redis, settings, store)
                 if args.once:
                     result = await coordinator.once(_progress_printer())
@@ -293,7 +293,15 @@ def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
             if parts.port:
                 netloc += f":{parts.port}"
             url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        return subprocess.call([cli, "-u", url, *args.cli_args], env=env)
+        tls: list[str] = []
+        if url.startswith("rediss://"):
+            tls = ["--tls"]
+            for flag, path in (("--cacert", settings.redis_tls_ca_file),
+                               ("--cert", settings.redis_tls_cert_file),
+                               ("--key", settings.redis_tls_key_file)):
+                if path is not None:
+                    tls += [flag, str(path)]
+        return subprocess.call([cli, *tls, "-u", url, *args.cli_args], env=env)
 
 
 # --- parsing ------------------------------------------------------------------------------

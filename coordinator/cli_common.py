@@ -32,7 +32,7 @@ class Parser(argparse.ArgumentParser):
 async def with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``body(redis)`` on the configured or managed Redis; return its exit code."""
     with redis_endpoint(settings) as url:
-        async with connected(url, client_name="hivebus-cli") as redis:
+        async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
             return await body(redis)
 
 

@@ -7,6 +7,7 @@ nowhere else, with any password in the URL redacted from the message.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeAlias
 
@@ -40,8 +41,14 @@ def redis_endpoint(settings: Settings) -> Iterator[str]:
         server.release()
 
 
-def open_client(url: str, *, client_name: str | None = None) -> Redis:
-    """Open an asyncio Redis client that decodes responses as UTF-8 text."""
+def open_client(url: str, *, client_name: str | None = None, settings: Settings | None = None) -> Redis:
+    """Open an asyncio Redis client that decodes responses as UTF-8 text.
+
+    For a ``rediss://`` URL the CA and client certificate files of ``settings`` are used.
+    """
+    tls: dict[str, Any] = (
+        dict(settings.tls_options()) if settings is not None and url.startswith("rediss://") else {}
+    )
     try:
         return aioredis.Redis.from_url(
             url,
@@ -50,15 +57,18 @@ def open_client(url: str, *, client_name: str | None = None) -> Redis:
             socket_timeout=10,
             socket_connect_timeout=5,
             health_check_interval=30,
+            **tls,
         )
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
 
 
 @contextlib.asynccontextmanager
-async def connected(url: str, *, client_name: str | None = None) -> AsyncIterator[Redis]:
+async def connected(
+    url: str, *, client_name: str | None = None, settings: Settings | None = None
+) -> AsyncIterator[Redis]:
     """Open a client, check it answers PING, and close it on exit. Raises RedisUnavailable."""
-    client = open_client(url, client_name=client_name)
+    client = open_client(url, client_name=client_name, settings=settings)
     try:
         async with translate_redis_errors(url):
             await client.ping()
@@ -76,7 +86,7 @@ async def translate_redis_errors(url: str | None = None) -> AsyncIterator[None]:
         raise
     except redis_errors.AuthenticationError:
         raise RedisUnavailable(f"Redis refused the credentials{_at(url)}") from None
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, ssl.SSLError) as exc:
         raise RedisUnavailable(f"cannot reach Redis{_at(url)}: {_scrub(str(exc), url)}") from None
     except redis_errors.RedisError as exc:
         raise RedisUnavailable(f"Redis error{_at(url)}: {_scrub(str(exc), url)}") from None

@@ -100,7 +100,7 @@ async def run_demo(
                 children.append(_spawn(agent_id, ["agent", "run", spec, "--id", agent_id], env, logs))
             print(f"started   coordinator + {len(DESK)} agents as processes "
                   f"(pids {', '.join(str(c.process.pid) for c in children)}; logs in {logs}/)")
-            async with connected(url, client_name="hivebus-demo") as redis:
+            async with connected(url, client_name="hivebus-demo", settings=settings) as redis:
                 code = await _drive(redis, settings, ticks, seed, interval_s, children)
                 if keep_running:
                     print("\nrunning; press Ctrl-C to stop everything")

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HIVEBUS_REDIS_URL", "REDIS_URL")
     )
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
     namespace: str = Field(default="hive", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     home: Path = Path(".hivebus")
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -70,6 +73,12 @@ class Settings(BaseSettings):
     def heartbeat_interval_s(self) -> float:
         """How often an agent refreshes its heartbeat: a third of the TTL."""
         return self.heartbeat_ttl_s / 3
+
+    def tls_options(self) -> dict[str, str]:
+        """redis-py keyword arguments for a ``rediss://`` URL: CA and client certificate files."""
+        options = {"ssl_ca_certs": self.redis_tls_ca_file, "ssl_certfile": self.redis_tls_cert_file,
+                   "ssl_keyfile": self.redis_tls_key_file}
+        return {name: str(path) for name, path in options.items() if path is not None}
 
     @property
     def redacted_redis_url(self) -> str | None:

@@ -133,3 +133,53 @@ def test_logs_redact_urls(tmp_path: Path) -> None:
 
     event = redact_secrets(None, "info", {"event": "x", "url": f"rediss://u:{SECRET}@h:6380/0"})
     assert SECRET not in str(event)
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=hivebus-test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return {n: folder / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+def test_tls_with_client_certificates(tmp_path: Path, namespace: str) -> None:
+    """rediss:// with CA and client certificate works end to end; without the CA it is one clear error."""
+    import shutil
+
+    if not REDIS7 or shutil.which("openssl") is None:
+        pytest.skip("needs Debian's redis-server (built with TLS) and openssl")
+    binary, cli = REAL_SERVERS[REDIS7[0]]
+    certs = _certificates(tmp_path)
+    from coordinator.managed_redis import free_port
+
+    port = free_port()
+    server = start_server("tls", binary, cli, [
+        "--tls-port", str(port), "--tls-cert-file", str(certs["server.crt"]),
+        "--tls-key-file", str(certs["server.key"]), "--tls-ca-cert-file", str(certs["ca.crt"]),
+        "--tls-auth-clients", "yes"])
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        env = hivebus_env(url, namespace, HIVEBUS_REDIS_TLS_CA_FILE=str(certs["ca.crt"]),
+                          HIVEBUS_REDIS_TLS_CERT_FILE=str(certs["client.crt"]),
+                          HIVEBUS_REDIS_TLS_KEY_FILE=str(certs["client.key"]))
+        result = subprocess.run(hivebus_argv("publish", "PING", "--to", "someone", "--allow-unregistered",
+                                             "--json"), env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        result = subprocess.run(hivebus_argv("redis-cli", "XLEN", f"{namespace}:stream:someone"), env=env,
+                                capture_output=True, text=True)
+        assert result.stdout.strip() == "1", result.stdout + result.stderr
+        no_ca = hivebus_env(url, namespace)
+        result = subprocess.run(hivebus_argv("agents"), env=no_ca, capture_output=True, text=True)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1 and "cannot reach Redis" in result.stderr
+    finally:
+        stop_server(server)
