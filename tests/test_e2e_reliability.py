@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,8 +12,12 @@ import redis as sync_redis
 
 from coordinator.keys import Keys
 from tests.conftest import (
+    REAL_SERVERS,
     Processes,
     RedisServer,
+    hivebus_env,
+    start_server,
+    stop_server,
     wait_until,
 )
 
@@ -69,3 +75,62 @@ async def test_chaos_nothing_lost_nothing_twice(tmp_path: Path) -> None:
     assert result.kills == 15 and result.redis_restarts == 1
     assert result.lost == 0 and result.applied_twice == 0
     assert result.processed + result.dead == result.pairs
+
+
+def test_dlq_cli_list_show_replay_purge(procs: Processes, real_server: RedisServer, namespace: str) -> None:
+    """The dead-letter commands work on a poison signal, end to end."""
+    procs.env.update(HIVEBUS_MAX_DELIVERIES="2", HIVEBUS_RETRY_BASE_S="0.05")
+    raw = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
+    prefix = Keys(namespace).prefix
+    raw.set(f"{prefix}test:broken", "1")
+    procs.start("agent", "run", "tests.agents_for_tests:FailUntilFixed", "--id", "ff-1")
+    wait_until(lambda: procs.cli_json("agents"), 30, "ff-1")
+    sid = procs.cli_json("publish", "FIXME", "--to", "ff-1")["signal_id"]
+    [letter] = wait_until(lambda: procs.cli_json("dlq", "list", "ff-1"), 15, "a dead letter")
+    assert letter["attempts"] == "2" and "downstream is broken" in letter["reason"]
+    shown = json.loads(procs.cli("dlq", "show", "ff-1", letter["dlq_entry"]).stdout)
+    assert shown["original"]["id"] == sid
+    raw.delete(f"{prefix}test:broken")
+    assert "replayed" in procs.cli("dlq", "replay", "ff-1", "--all").stdout
+    wait_until(lambda: procs.cli_json("signal", "show", sid)["status"]["ff-1"]["status"] == "PROCESSED",
+               15, "the replayed signal to be processed")
+    raw.set(f"{prefix}test:broken", "1")
+    procs.cli("publish", "FIXME", "--to", "ff-1")
+    wait_until(lambda: procs.cli_json("dlq", "list", "ff-1"), 15, "another dead letter")
+    assert "purged 1" in procs.cli("dlq", "purge", "ff-1", "--all").stdout
+    assert procs.cli_json("dlq", "list", "ff-1") == []
+    raw.close()
+
+
+def test_coordinator_survives_a_redis_restart(tmp_path: Path, namespace: str) -> None:
+    """The coordinator keeps running through a Redis restart and leads again afterwards."""
+    name, (binary, cli) = next(iter(REAL_SERVERS.items()))
+    server = start_server(name, binary, cli)
+    env = hivebus_env(server.url, namespace, HIVEBUS_STORE=str(tmp_path / "ltm.sqlite3"),
+                      HIVEBUS_COORDINATOR_TICK_S="0.2", HIVEBUS_LEASE_TTL_S="1")
+    procs = Processes(env, tmp_path)
+    try:
+        coordinator = procs.start("coordinator")
+        raw = sync_redis.Redis.from_url(server.url, decode_responses=True)
+        lease = Keys(namespace).lease()
+        wait_until(lambda: raw.get(lease), 15, "the coordinator to lead")
+        raw.close()
+        server.process.terminate()
+        server.process.wait(10)
+        server.process = subprocess.Popen(
+            [binary, "--port", str(server.port), "--bind", "127.0.0.1", "--dir", str(server.dir),
+             "--save", "", "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        raw = sync_redis.Redis.from_url(server.url, decode_responses=True)
+
+        def leads_again() -> bool:
+            try:
+                return bool(raw.get(lease))
+            except sync_redis.ConnectionError:
+                return False
+
+        wait_until(leads_again, 20, "the coordinator to lead again")
+        assert coordinator.poll() is None
+        raw.close()
+    finally:
+        procs.stop_all()
+        stop_server(server)
