@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
 
 from agents.runner import AgentRunner
@@ -15,15 +14,9 @@ from coordinator.redelivery import backoff_s
 from coordinator.registry import Registry
 from coordinator.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
+from tests.test_runtime import run_burst as burst
 
 pytestmark = pytest.mark.anyio
-
-
-async def burst(agent: Any, redis: Any, settings: Settings) -> AgentRunner:
-    runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings))
-    with anyio.fail_after(20):
-        await runner.run(anyio.Event(), burst=True)
-    return runner
 
 
 async def test_poison_signal_is_dead_lettered_after_max_deliveries_and_replayed(
