@@ -108,6 +108,7 @@ class AgentMemory:
         self, decision_type: str, *, confidence: float, reasoning: dict[str, Any] | None = None,
         context: dict[str, Any] | None = None, symbol: str | None = None,
         triggered_by: Iterable[str] = (), parent_decision_id: str | None = None,
+        decision_id: str | None = None,
     ) -> tuple[str, float]:
         """Log a decision with win-rate-adjusted confidence; return (decision id, confidence)."""
         adjustment = await self.adjusted_confidence(confidence, symbol)
@@ -115,6 +116,6 @@ class AgentMemory:
                           "confidence_adjustment": adjustment.as_dict()}
         decision_id = await self.decisions.log_decision(
             self.agent_id, decision_type, context=context, reasoning=full_reasoning,
-            triggered_by=triggered_by, parent_decision_id=parent_decision_id,
+            triggered_by=triggered_by, parent_decision_id=parent_decision_id, decision_id=decision_id,
         )
         return decision_id, adjustment.adjusted

@@ -57,6 +57,7 @@ class Context:
         self._memory = memory
         self.published: list[str] = []
         self.effects: list[Callable[[Any], None]] = []
+        self._decisions = 0
 
     def effect(self, apply: Callable[[Any], None]) -> None:
         """Queue Redis commands (``apply(pipeline)``) to run atomically with this signal's ack.
@@ -76,6 +77,10 @@ class Context:
     async def decide(self, decision_type: str, *, confidence: float, **options: Any) -> tuple[str, float]:
         """Log a decision triggered by the handled signal; return (decision id, adjusted confidence)."""
         triggers = [self.cause.signal_id] if self.cause else []
+        if self.cause is not None:  # the same id when a redelivered signal is handled again
+            options.setdefault("decision_id", derived_id(self.cause.signal_id, self.agent_id, "decision",
+                                                         str(self._decisions)))
+        self._decisions += 1
         return await self.memory.decide(decision_type, confidence=confidence,
                                         triggered_by=triggers, **options)
 

@@ -255,8 +255,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus demo: the three-agent desk as separate processes."""
     from coordinator.demo import run_demo
 
-    return await run_demo(settings, ticks=args.ticks, seed=args.seed,
-                          interval_s=args.interval, keep_running=args.keep_running)
+    return await run_demo(settings, cycles=args.cycles, seed=args.seed, speed=args.speed,
+                          keep_running=args.keep_running, fresh=args.fresh, chaos=args.chaos)
 
 
 async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,9 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = sub.add_parser("demo", help="run the three-agent trading desk end to end")
-    demo.add_argument("--ticks", type=positive_int, default=20, help="market ticks to feed (default 20)")
-    demo.add_argument("--seed", type=int, default=7, help="market feed seed (default 7)")
-    demo.add_argument("--interval", type=float, default=0.05, help="seconds between ticks")
+    demo.add_argument("--cycles", type=positive_int, default=200, help="market ticks (default 200)")
+    demo.add_argument("--seed", type=int, default=7, help="market seed (default 7)")
+    demo.add_argument("--speed", type=float, default=0.0,
+                      help="at most this many ticks per second (default: as fast as the desk goes)")
+    demo.add_argument("--fresh", action="store_true", help="forget earlier runs: start blank")
+    demo.add_argument("--chaos", action="store_true",
+                      help="SIGKILL the executor halfway and restart it")
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 

@@ -127,8 +127,13 @@ class DecisionLog:
         self, agent_id: str, decision_type: str, *, context: dict[str, Any] | None = None,
         reasoning: dict[str, Any] | None = None, parent_decision_id: str | None = None,
         triggered_by: Iterable[str] = (), timestamp: float | None = None,
+        decision_id: str | None = None,
     ) -> str:
-        """Record a decision; return its id. Raises InvalidInput / InvalidId for bad input."""
+        """Record a decision; return its id. Raises InvalidInput / InvalidId for bad input.
+
+        With an explicit ``decision_id`` that already exists nothing is written (a handler
+        running again for a redelivered signal logs each decision once).
+        """
         check_agent_id(agent_id)
         check_signal_type(decision_type)
         triggers = tuple(check_signal_id(s) for s in triggered_by)
@@ -136,6 +141,7 @@ class DecisionLog:
             check_item_id(parent_decision_id)
         try:
             record = DecisionRecord(
+                decision_id=check_item_id(decision_id) if decision_id else new_id(),
                 agent_id=agent_id, decision_type=decision_type, context=dict(context or {}),
                 reasoning=dict(reasoning or {}), parent_decision_id=parent_decision_id,
                 triggered_by=triggers, timestamp=timestamp if timestamp is not None else now_s(),
@@ -148,6 +154,8 @@ class DecisionLog:
         ):
             raise InvalidInput(f"reasoning.confidence must be between 0 and 1, got {confidence!r}")
         async with translate_redis_errors():
+            if decision_id and await self.redis.exists(self.keys.decision(decision_id)):
+                return decision_id
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(self.keys.decision(record.decision_id), mapping=record.to_fields())
             pipe.zadd(self.keys.decisions(agent_id), {record.decision_id: record.timestamp})

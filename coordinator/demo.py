@@ -1,9 +1,11 @@
-"""``hivebus demo``: the coordinator and the three-agent desk as separate processes, end to end.
+"""``hivebus demo``: the trading desk end to end — managed Redis, the coordinator and three agents
+as separate processes, a seeded market, live progress, a report every number of which can be
+checked with ``hivebus signals``, ``decisions`` and ``patterns``, and a clean stop.
 
-It starts (or joins) Redis, starts the coordinator and the market hunter, risk
-manager and trade executor as their own OS processes, feeds seeded market ticks,
-waits until every signal reached a final status for every target, prints a
-summary and the commands to look deeper, and stops everything it started.
+The demo drives the market in lock-step: it publishes one MARKET_TICK and waits until that tick
+and every signal it caused have settled for every target before the next, so the same seed gives
+the same run. A second demo in the same directory continues from the saved state and learned
+patterns; ``--fresh`` starts blank; ``--chaos`` SIGKILLs the executor halfway and restarts it.
 """
 
 from __future__ import annotations
@@ -21,96 +23,117 @@ import anyio
 
 from coordinator.bus import Bus
 from coordinator.connection import connected, redis_endpoint
+from coordinator.demo_report import Report, print_report
 from coordinator.errors import HivebusError
-from coordinator.feed import run_feed
 from coordinator.keys import Keys
-from coordinator.models import TERMINAL_STATUSES
-from coordinator.output import print_table
+from coordinator.market import MarketSimulator
+from coordinator.models import TERMINAL_STATUSES, Signal
 from coordinator.registry import Registry
 from coordinator.settings import Settings, redact_url
+from coordinator.state import StateStore
+from coordinator.store import SQLiteStore
 
 DESK = (("market-hunter", "market-hunter"), ("risk-manager", "risk-manager"),
         ("trade-executor", "trade-executor"))
+FEED_ID = "market-feed"
 STARTUP_TIMEOUT_S = 30.0
-SETTLE_TIMEOUT_S = 60.0
+TICK_TIMEOUT_S = 60.0
+CHILD_SETTINGS = {"HIVEBUS_CLAIM_IDLE_S": "2", "HIVEBUS_HEARTBEAT_TTL_S": "2",
+                  "HIVEBUS_CONSOLIDATE_INTERVAL_S": "2", "HIVEBUS_RETRY_BASE_S": "0.1"}
 
 
 @dataclass
 class Child:
-    """A process the demo started, with its log file."""
+    """A process the demo started."""
 
     name: str
+    argv: list[str]
     process: subprocess.Popen[bytes]
-    log: Path
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-    log = logs / f"{name}.log"
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "coordinator", *argv],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
-    return Child(name, process, log)
+class Desk:
+    """Starts, kills and stops the demo's processes."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.children: dict[str, Child] = {}
+
+    def start(self, name: str, argv: list[str]) -> Child:
+        with open(self.logs / f"{name}.log", "ab") as out:
+            process = subprocess.Popen([sys.executable, "-m", "coordinator", *argv], env=self.env,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        self.children[name] = Child(name, argv, process)
+        return self.children[name]
+
+    def check(self) -> None:
+        for child in self.children.values():
+            if child.process.poll() is not None:
+                raise HivebusError(f"{child.name} exited early with code {child.process.returncode} "
+                                   f"(see {self.logs}/{child.name}.log)")
+
+    def stop(self, timeout: float = 15.0) -> list[str]:
+        """SIGTERM every child, wait, SIGKILL stragglers; return problems seen."""
+        problems = []
+        for child in self.children.values():
+            if child.process.poll() is None:
+                child.process.send_signal(os_signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            try:
+                code = child.process.wait(max(0.1, deadline - time.monotonic()))
+                if code != 0:
+                    problems.append(f"{child.name} exited with code {code}")
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+                problems.append(f"{child.name} did not stop within {timeout:.0f}s and was killed")
+        return problems
 
 
-def _stop_all(children: list[Child], timeout: float = 15.0) -> list[str]:
-    """SIGTERM every child, wait, SIGKILL stragglers; return problems seen."""
-    problems = []
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(os_signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            code = child.process.wait(max(0.1, deadline - time.monotonic()))
-            if code != 0:
-                problems.append(f"{child.name} exited with code {code}")
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
-            problems.append(f"{child.name} did not stop within {timeout:.0f}s and was killed")
-    return problems
-
-
-async def _wait_for(predicate: Any, limit_s: float, what: str) -> None:
-    """Poll ``predicate`` (state in other processes, so no event to wait on) until true."""
-    with anyio.move_on_after(limit_s):
-        while not await predicate():  # noqa: ASYNC110 - the state lives in Redis and child processes
-            await anyio.sleep(0.05)
-        return
-    raise HivebusError(f"timed out after {limit_s:.0f}s waiting for {what}")
-
-
-async def run_demo(
-    settings: Settings, *, ticks: int, seed: int, interval_s: float, keep_running: bool
-) -> int:
+async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, keep_running: bool,
+                   fresh: bool, chaos: bool) -> int:
     """Run the demo; return the exit code."""
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs = settings.home / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
     with redis_endpoint(settings) as url:
-        print(f"redis     {redact_url(url)}" + ("" if settings.redis_url else " (managed, data in "
-                                                 f"{settings.home}/)"))
-        env = {**os.environ, "HIVEBUS_REDIS_URL": url, "HIVEBUS_NAMESPACE": settings.namespace}
-        children: list[Child] = []
-        try:
-            children.append(_spawn("coordinator", ["coordinator"], env, logs))
-            for spec, agent_id in DESK:
-                children.append(_spawn(agent_id, ["agent", "run", spec, "--id", agent_id], env, logs))
-            print(f"started   coordinator + {len(DESK)} agents as processes "
-                  f"(pids {', '.join(str(c.process.pid) for c in children)}; logs in {logs}/)")
-            async with connected(url, client_name="hivebus-demo", settings=settings) as redis:
-                code = await _drive(redis, settings, ticks, seed, interval_s, children)
+        where = "" if settings.redis_url else f" (managed, data in {settings.home}/)"
+        print(f"redis     {redact_url(url)}{where}")
+        async with connected(url, client_name="hivebus-demo", settings=settings) as redis:
+            if fresh:
+                await _forget_everything(redis, settings)
+            env = {**os.environ, **CHILD_SETTINGS, "HIVEBUS_REDIS_URL": url,
+                   "HIVEBUS_NAMESPACE": settings.namespace, "HIVEBUS_STORE": str(settings.store_path)}
+            desk = Desk(env, logs)
+            try:
+                desk.start("coordinator", ["coordinator"])
+                for spec, agent_id in DESK:
+                    desk.start(agent_id, ["agent", "run", spec, "--id", agent_id])
+                pids = ", ".join(str(c.process.pid) for c in desk.children.values())
+                print(f"started   coordinator + {len(DESK)} agents as processes (pids {pids}; "
+                      f"logs in {logs}/)")
+                report = await _drive(redis, settings, desk, cycles, seed, speed, chaos)
                 if keep_running:
                     print("\nrunning; press Ctrl-C to stop everything")
                     await _wait_until_interrupted()
-        finally:
-            problems = _stop_all(children)
+            finally:
+                problems = desk.stop()
+            await _final_pass(redis, settings, report)
+            print_report(report, Keys(settings.namespace))
         for problem in problems:
             print(f"problem   {problem}", file=sys.stderr)
         print("stopped   every process the demo started")
-        return 1 if problems else code
+        return 1 if problems or report.unsettled else 0
+
+
+async def _forget_everything(redis: Any, settings: Settings) -> None:
+    """--fresh: delete this namespace's keys and the durable store."""
+    removed = 0
+    async for key in redis.scan_iter(match=f"{Keys(settings.namespace).prefix}*", count=1000):
+        removed += await redis.delete(key)
+    for suffix in ("", "-wal", "-shm"):
+        await anyio.Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
+    print(f"fresh     removed {removed} key(s) and the durable store")
 
 
 async def _wait_until_interrupted() -> None:
@@ -119,71 +142,111 @@ async def _wait_until_interrupted() -> None:
             return
 
 
-async def _drive(
-    redis: Any, settings: Settings, ticks: int, seed: int, interval_s: float, children: list[Child]
-) -> int:
-    registry, bus, keys = Registry(redis, settings), Bus(redis, settings), Keys(settings.namespace)
+async def _poll(predicate: Any, limit_s: float, what: str, desk: Desk) -> None:
+    """Poll state that lives in Redis and other processes until ``predicate`` holds."""
+    with anyio.move_on_after(limit_s):
+        while True:
+            desk.check()
+            if await predicate():
+                return
+            await anyio.sleep(0.005)
+    raise HivebusError(f"timed out after {limit_s:.0f}s waiting for {what}")
+
+
+class Settler:
+    """Follows the signal log and says when every signal so far has settled for every target."""
+
+    def __init__(self, redis: Any, keys: Keys, start_entry: str) -> None:
+        self.redis, self.keys = redis, keys
+        self.cursor = start_entry
+        self.open: dict[str, list[str]] = {}
+        self.seen: list[str] = []
+
+    async def settled(self) -> bool:
+        entries = await self.redis.xrange(self.keys.signal_log(), min=f"({self.cursor}")
+        for entry_id, fields in entries:
+            self.cursor = entry_id
+            self.seen.append(fields["id"])
+            self.open[fields["id"]] = [t for t in fields.get("to", "").split(",") if t]
+        if not self.open:
+            return True
+        pipe = self.redis.pipeline(transaction=False)
+        ids = list(self.open)
+        for signal_id in ids:
+            pipe.hmget(self.keys.signal(signal_id), [f"status:{t}" for t in self.open[signal_id]])
+        final = {s.value for s in TERMINAL_STATUSES}
+        for signal_id, statuses in zip(ids, await pipe.execute(), strict=True):
+            if all(s in final for s in statuses):
+                del self.open[signal_id]
+        return not self.open
+
+
+async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: int, speed: float,
+                 chaos: bool) -> Report:
+    keys, registry, bus = Keys(settings.namespace), Registry(redis, settings), Bus(redis, settings)
 
     async def desk_alive() -> bool:
-        for child in children:
-            if child.process.poll() is not None:
-                raise HivebusError(f"{child.name} exited early with code {child.process.returncode}"
-                                   f" (see {settings.home}/logs/{child.name}.log)")
         agents = {a.agent_id: a for a in await registry.list_agents()}
         return all(agent_id in agents and agents[agent_id].alive for _, agent_id in DESK)
 
-    await _wait_for(desk_alive, STARTUP_TIMEOUT_S, "the agents to register")
-    before = {a.agent_id: dict(a.counters) for a in await registry.list_agents()}
+    await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
+    report = await Report.begin(redis, settings, seed, cycles)
     last = await redis.xrevrange(keys.signal_log(), count=1)
-    start_entry = last[0][0] if last else "0-0"
-    print(f"feeding   {ticks} market ticks (seed {seed})")
-    await run_feed(bus, count=ticks, interval_s=interval_s, seed=seed)
-
-    async def run_signals() -> list[str]:
-        entries = await redis.xrange(keys.signal_log(), min=f"({start_entry}")
-        return [fields["id"] for _, fields in entries]
-
-    async def all_settled() -> bool:
-        await desk_alive()
-        for signal_id in await run_signals():
-            report = await bus.report(signal_id)
-            if any(t.status not in TERMINAL_STATUSES for t in report.targets):
-                return False
-        return True
-
-    await _wait_for(all_settled, SETTLE_TIMEOUT_S, "every signal to be processed")
-    statuses: dict[str, int] = {}
-    by_type: dict[str, int] = {}
-    for signal_id in await run_signals():
-        report = await bus.report(signal_id)
-        by_type[report.signal.signal_type] = by_type.get(report.signal.signal_type, 0) + 1
-        for target in report.targets:
-            statuses[target.status.value] = statuses.get(target.status.value, 0) + 1
-    after = {a.agent_id: a.counters for a in await registry.list_agents()}
-    _print_summary(before, after, by_type, statuses, keys)
-    return 0 if set(statuses) <= {"PROCESSED"} else 1
+    settler = Settler(redis, keys, last[0][0] if last else "0-0")
+    market = MarketSimulator(seed)
+    print(f"feeding   {cycles} market ticks (seed {seed}); desk starts at cycle {report.start_cycle}, "
+          f"{len(report.patterns_before)} pattern(s) already learned")
+    started = time.monotonic()
+    for n in range(1, cycles + 1):
+        tick = market.tick()
+        await bus.publish(Signal.create("MARKET_TICK", FEED_ID, data=tick, ttl_s=settings.signal_ttl_s))
+        if chaos and n == cycles // 2:
+            await _chaos(redis, settings, desk, report, n)
+        await _poll(settler.settled, TICK_TIMEOUT_S, f"tick {n} to settle", desk)
+        if n % max(1, cycles // 10) == 0 or n == cycles:
+            executor = await StateStore(redis, settings).load("trade-executor")
+            perf = executor.context_performance if executor else {}
+            print(f"cycle     {n:>4}/{cycles}  signals {len(settler.seen):>5}  trades "
+                  f"{int(perf.get('trades_closed', 0)) - report.trades_before:>4}  P&L "
+                  f"{float(perf.get('pnl', 0.0)) - report.pnl_before:+10.2f}", flush=True)
+        if speed > 0:
+            await anyio.sleep(max(0.0, n / speed - (time.monotonic() - started)))
+    report.signal_ids = list(settler.seen)
+    await report.collect(redis, settings)
+    return report
 
 
-def _print_summary(
-    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]],
-    by_type: dict[str, int], statuses: dict[str, int], keys: Keys,
-) -> None:
-    print("\nsignals this run: " + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())))
-    print("deliveries:       " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
-    print()
-    rows = []
-    for _, agent_id in DESK:
-        old, new = before.get(agent_id, {}), after.get(agent_id, {})
-        rows.append({"agent": agent_id, **{k: new.get(k, 0) - old.get(k, 0)
-                                           for k in ("published", "processed", "dead")}})
-    print_table(rows, ["agent", "published", "processed", "dead"])
-    p = keys.prefix
-    print(f"""
-look deeper (the managed Redis starts again for each command):
-  hivebus agents                                   # who ran, liveness, counters
-  hivebus signals --limit 10                       # the last 10 signals
-  hivebus signal show <signal_id>                  # status per target
-  hivebus redis-cli XINFO GROUPS {p}stream:trade-executor     # pending + lag of one agent
-  hivebus redis-cli XPENDING {p}stream:risk-manager risk-manager   # delivered, not yet acked
-  hivebus redis-cli XREVRANGE {p}signals + - COUNT 10          # the signal log
-  hivebus redis-cli HGETALL {p}agent:market-hunter             # one agent's registry entry""")
+async def _chaos(redis: Any, settings: Settings, desk: Desk, report: Report, cycle: int) -> None:
+    """SIGKILL the executor in the middle of its work and start it again."""
+    keys = Keys(settings.namespace)
+    victim = desk.children["trade-executor"]
+    victim.process.kill()
+    victim.process.wait()
+    pending = await redis.xpending(keys.inbox("trade-executor"), "trade-executor")
+    in_flight = int(pending["pending"]) if pending else 0
+    restarted = desk.start("trade-executor", victim.argv)
+    report.chaos = (f"SIGKILLed trade-executor (pid {victim.process.pid}) at cycle {cycle} with "
+                    f"{in_flight} signal(s) delivered but not acked; restarted it as pid "
+                    f"{restarted.process.pid}; its signals were reclaimed once the dead replica's "
+                    f"heartbeat expired ({CHILD_SETTINGS['HIVEBUS_CLAIM_IDLE_S']} s idle)")
+    print(f"chaos     {report.chaos}")
+
+
+async def _final_pass(redis: Any, settings: Settings, report: Report) -> None:
+    """Learn from the last outcomes once the coordinator process has stopped."""
+    from coordinator.service import Coordinator
+
+    child_settings = settings.model_copy(update={"lease_ttl_s": 2.0})
+    store = await SQLiteStore.open(settings.store_path)
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await Coordinator(redis, child_settings, store).once()
+                    break
+                except HivebusError:
+                    await anyio.sleep(0.2)  # the stopped coordinator's lease is still running out
+        await report.finish(redis, settings, store)
+    finally:
+        await store.close()
+

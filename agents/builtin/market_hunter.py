@@ -1,4 +1,5 @@
-"""Market Hunter: reads market ticks and reports whale activity and extreme funding."""
+"""Market Hunter: each market tick, chooses its sources, detects whale activity and extreme
+funding, and publishes them to their subscribers (the risk manager and the executor)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from typing import Any
 
 from agents.runtime import Agent, Context, handles
 from coordinator.decisions import DecisionType
+from coordinator.market import funding_bucket
 from coordinator.models import Severity, Signal
 
-DEFAULT_CONFIGURATION = {"whale_flow_btc": 500.0, "extreme_funding": 0.0015}
+DEFAULT_CONFIGURATION = {"whale_flow_btc": 500.0, "extreme_funding": 0.0025}
+SOURCES = ("coinglass", "cryptoquant", "glassnode")
+PATTERN_BOOST = 0.1
 
 
 def whale_severity(flow_btc: float) -> Severity:
@@ -22,7 +26,7 @@ def whale_severity(flow_btc: float) -> Severity:
 
 
 class MarketHunter(Agent):
-    """Turns MARKET_TICK signals into WHALE_ACTIVITY / EXTREME_FUNDING for its subscribers."""
+    """Turns MARKET_TICK signals into WHALE_ACTIVITY / EXTREME_FUNDING, logging each choice."""
 
     agent_type = "market-hunter"
 
@@ -33,37 +37,43 @@ class MarketHunter(Agent):
 
     @handles("MARKET_TICK")
     async def on_tick(self, signal: Signal, ctx: Context) -> None:
-        """Publish what is notable in one tick, logging each as a SIGNAL_GENERATION decision."""
-        tick = signal.data
-        config = self.memory.state.configuration
-        flow = float(tick.get("whale_net_flow_btc", 0.0))
-        funding = float(tick.get("funding_rate", 0.0))
-        symbol = str(tick.get("symbol", "BTC"))
-        common = {"symbol": symbol, "price": tick.get("price"), "cycle": tick.get("cycle")}
+        """One cycle: select sources, detect, publish, remember, save state."""
+        tick, config = signal.data, self.memory.state.configuration
+        metrics = dict(self.memory.state.source_metrics)
+        scores = {s: float(metrics.get(s, {}).get("quality", 0.9 - 0.05 * n))
+                  for n, s in enumerate(SOURCES)}
+        selected = sorted(scores, key=lambda s: -scores[s])[:2]
+        await ctx.decide(DecisionType.SOURCE_SELECTION, confidence=round(max(scores.values()), 4),
+                         reasoning={"sources": list(SOURCES), "scores": scores, "selected": selected},
+                         context={"cycle": tick.get("cycle")})
+        flow, funding = float(tick["whale_net_flow_btc"]), float(tick["funding_rate"])
+        features = {"whale": "accumulation" if flow > 0 else "distribution",
+                    "funding": funding_bucket(funding)}
+        common = {"symbol": tick.get("symbol", "BTC"), "price": tick["price"], "cycle": tick["cycle"],
+                  "features": features}
         found: list[tuple[str, dict[str, Any], Severity, float]] = []
         if abs(flow) >= float(config.get("whale_flow_btc", 500.0)):
-            direction = "accumulation" if flow > 0 else "distribution"
             found.append(("WHALE_ACTIVITY", {**common, "amount_btc": round(abs(flow), 2),
-                                             "direction": direction},
-                          whale_severity(flow), min(0.99, 0.5 + abs(flow) / 4000)))
-        if abs(funding) >= float(config.get("extreme_funding", 0.0015)):
-            found.append(("EXTREME_FUNDING", {**common, "funding_rate": funding}, Severity.HIGH,
-                          min(0.99, 0.5 + abs(funding) * 100)))
+                                             "direction": features["whale"]},
+                          whale_severity(flow), min(0.95, 0.5 + abs(flow) / 5000)))
+        if abs(funding) >= float(config.get("extreme_funding", 0.0025)):
+            found.append(("EXTREME_FUNDING", {**common, "funding_rate": funding}, Severity.HIGH, 0.6))
         for signal_type, data, severity, confidence in found:
+            applied = [p.pattern_id for p in await self.memory.patterns(min_confidence=0.5)
+                       if p.data.get("features") == features
+                       and p.pattern_id.split("/")[2:3] == [signal_type]]
+            if applied:
+                confidence = min(0.99, confidence + PATTERN_BOOST)
             decision_id, confidence = await ctx.decide(
-                DecisionType.SIGNAL_GENERATION, confidence=confidence, symbol=symbol,
-                reasoning={"signal_type": signal_type, "patterns_applied": []},
-                context={"market": common},
-            )
+                DecisionType.SIGNAL_GENERATION, confidence=confidence, symbol=data["symbol"],
+                reasoning={"signal_type": signal_type, "patterns_applied": applied},
+                context={"cycle": tick["cycle"], "features": features, "price": tick["price"]})
             await ctx.publish(signal_type, data=data, severity=severity, confidence=confidence,
                               decision_id=decision_id)
-            detail = (f"{data['direction']} {data['amount_btc']} BTC" if "amount_btc" in data
-                      else f"funding rate {data['funding_rate']}")
-            await self.memory.remember("signal", f"{signal_type} {symbol} {detail} at {data['price']}",
-                                       score=confidence, symbol=symbol,
-                                       metadata={"decision_id": decision_id, **data})
-        seen = dict(self.memory.state.source_metrics)
-        seen["ticks_seen"] = int(seen.get("ticks_seen", 0)) + 1
-        seen["signals_emitted"] = int(seen.get("signals_emitted", 0)) + len(found)
+            await self.memory.remember("signal", f"{signal_type} {features['whale']} whales, funding "
+                                       f"{features['funding']} at {tick['price']}", score=confidence,
+                                       symbol=data["symbol"], metadata={"decision_id": decision_id})
+        metrics["ticks_seen"] = int(metrics.get("ticks_seen", 0)) + 1
+        metrics["signals_emitted"] = int(metrics.get("signals_emitted", 0)) + len(found)
         await self.memory.save_state(current_cycle=self.memory.state.current_cycle + 1,
-                                     source_metrics=seen)
+                                     source_metrics=metrics)

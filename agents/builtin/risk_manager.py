@@ -1,19 +1,22 @@
-"""Risk Manager: assesses the risk of what the hunter reports and tells the executor."""
+"""Risk Manager: assesses each market signal from recent outcomes and drawdown, tells the
+executor the risk level and position limit, and pauses the desk after a losing streak."""
 
 from __future__ import annotations
 
 from agents.runtime import Agent, Context, handles
 from coordinator.decisions import DecisionType
 from coordinator.models import Severity, Signal
+from coordinator.state import AgentStatus
 
 POSITION_LIMIT_BTC = {"LOW": 1.0, "MEDIUM": 0.5, "HIGH": 0.0}
+DEFAULT_CONFIGURATION = {"losing_streak": 4, "cooldown_cycles": 8}
 
 
-def assess(signal: Signal) -> str:
+def assess(signal: Signal, streak: int, paused: bool) -> str:
     """Risk level of acting on ``signal``: LOW, MEDIUM or HIGH."""
-    if signal.severity is Severity.CRITICAL or signal.confidence < 0.55:
+    if paused or signal.severity is Severity.CRITICAL:
         return "HIGH"
-    if signal.severity is Severity.HIGH:
+    if signal.severity is Severity.HIGH or streak >= 2:
         return "MEDIUM"
     return "LOW"
 
@@ -23,25 +26,54 @@ class RiskManager(Agent):
 
     agent_type = "risk-manager"
 
+    async def setup(self) -> None:
+        """Start from the default limits unless the saved state has its own."""
+        if not self.memory.state.configuration:
+            await self.memory.save_state(configuration=DEFAULT_CONFIGURATION, reason="defaults")
+
+    async def losing_streak(self) -> tuple[int, float]:
+        """Consecutive losses among the newest trade outcomes (shared by the executor), and P&L."""
+        outcomes = await self.memory.stm.recent("outcome", None, 20)
+        streak = 0
+        for item in outcomes:
+            if float(item.metadata.get("pnl", 0)) > 0:
+                break
+            streak += 1
+        return streak, sum(float(i.metadata.get("pnl", 0)) for i in outcomes)
+
+    @handles("MARKET_TICK")
+    async def on_tick(self, signal: Signal, ctx: Context) -> None:
+        """Count cycles; pause after a losing streak, resume after the cool-down."""
+        state, config = self.memory.state, self.memory.state.configuration
+        performance = dict(state.context_performance)
+        cycle = state.current_cycle + 1
+        streak, _ = await self.losing_streak()
+        status = state.status
+        if status is AgentStatus.ACTIVE and streak >= int(config.get("losing_streak", 4)):
+            status, performance["paused_at"] = AgentStatus.PAUSED, cycle
+            performance["pauses"] = int(performance.get("pauses", 0)) + 1
+        elif status is AgentStatus.PAUSED and cycle - int(performance.get("paused_at", cycle)) >= int(
+                config.get("cooldown_cycles", 8)):
+            status = AgentStatus.ACTIVE
+        await self.memory.save_state(current_cycle=cycle, status=status,
+                                     context_performance=performance)
+
     @handles("WHALE_ACTIVITY", "EXTREME_FUNDING")
     async def on_market_signal(self, signal: Signal, ctx: Context) -> None:
         """Log the assessment as a decision and publish it."""
-        level = assess(signal)
+        streak, drawdown = await self.losing_streak()
+        paused = self.memory.state.status is AgentStatus.PAUSED
+        level = assess(signal, streak, paused)
         limit = POSITION_LIMIT_BTC[level]
         decision_id, confidence = await ctx.decide(
             DecisionType.RISK_ASSESSMENT, confidence=signal.confidence,
             symbol=str(signal.data.get("symbol", "BTC")),
-            reasoning={"risk_level": level, "position_limit": limit},
-            context={"assessed_type": signal.signal_type, "severity": signal.severity.value},
-        )
+            reasoning={"risk_level": level, "position_limit": limit, "losing_streak": streak,
+                       "recent_pnl": round(drawdown, 2), "desk_paused": paused},
+            context={"assessed_type": signal.signal_type, "severity": signal.severity.value})
         await ctx.publish(
             "RISK_ASSESSMENT",
-            data={"risk_level": level, "position_limit_btc": limit,
-                  "assessed_signal": signal.signal_id, "assessed_type": signal.signal_type},
+            data={"risk_level": level, "position_limit_btc": limit, "assessed_signal": signal.signal_id,
+                  "assessed_type": signal.signal_type, "desk_paused": paused},
             severity=Severity.HIGH if level == "HIGH" else Severity.INFO,
-            confidence=confidence, decision_id=decision_id,
-        )
-        counts = dict(self.memory.state.context_performance)
-        counts[level] = int(counts.get(level, 0)) + 1
-        await self.memory.save_state(current_cycle=self.memory.state.current_cycle + 1,
-                                     context_performance=counts)
+            confidence=confidence, decision_id=decision_id)
