@@ -415,4 +415,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         fail(str(exc), 1)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `hivebus … | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     raise SystemExit(code)

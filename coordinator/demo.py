@@ -194,6 +194,8 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
     last = await redis.xrevrange(keys.signal_log(), count=1)
     settler = Settler(redis, keys, last[0][0] if last else "0-0")
     market = MarketSimulator(seed)
+    for _ in range(report.start_cycle):  # a continued desk continues the same market
+        market.tick()
     print(f"feeding   {cycles} market ticks (seed {seed}); desk starts at cycle {report.start_cycle}, "
           f"{len(report.patterns_before)} pattern(s) already learned")
     started = time.monotonic()

@@ -128,10 +128,9 @@ def print_report(report: Report, keys: Keys) -> None:
     print("\npatterns promoted (durable store):")
     print_table([{"pattern_id": p.pattern_id, "confidence": f"{p.confidence:.3f}",
                   "success_rate": f"{p.success_rate:.3f}", "samples": p.sample_size,
-                  "version": p.version,
                   "new": "yes" if p.pattern_id not in report.patterns_before else "no"}
                  for p in report.patterns],
-                ["pattern_id", "confidence", "success_rate", "samples", "version", "new"])
+                ["pattern_id", "confidence", "success_rate", "samples", "new"])
     if report.chaos:
         print(f"\nchaos: {report.chaos}.")
         verdict = "nothing lost" if not report.unsettled else f"{report.unsettled} pair(s) NOT settled"

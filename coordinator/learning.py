@@ -83,6 +83,7 @@ def credits_for(decision: DecisionRecord) -> list[Credit]:
     signature = f"{decision.agent_id}/{decision.decision_type}/{action}"
     if buckets:
         signature += "/" + ",".join(f"{k}={v}" for k, v in buckets.items())
+    credits = [c for c in credits if c.pattern_id != signature]  # counted once, as the signature
     credits.append(Credit(signature, decision.agent_id, decision.decision_type, "signature",
                           {"action": action, "features": buckets}))
     return credits

@@ -31,9 +31,12 @@ class RiskManager(Agent):
         if not self.memory.state.configuration:
             await self.memory.save_state(configuration=DEFAULT_CONFIGURATION, reason="defaults")
 
-    async def losing_streak(self) -> tuple[int, float]:
-        """Consecutive losses among the newest trade outcomes (shared by the executor), and P&L."""
-        outcomes = await self.memory.stm.recent("outcome", None, 20)
+    async def losing_streak(self, before_cycle: int) -> tuple[int, float]:
+        """Consecutive losses among the newest trade outcomes closed before ``before_cycle``
+        (shared by the executor), and their P&L. Counting only earlier cycles keeps the
+        assessment independent of which agent handled the current tick first."""
+        outcomes = [i for i in await self.memory.stm.recent("outcome", None, 100)
+                    if int(i.metadata.get("closed_cycle", 0)) < before_cycle][:20]
         streak = 0
         for item in outcomes:
             if float(item.metadata.get("pnl", 0)) > 0:
@@ -47,7 +50,7 @@ class RiskManager(Agent):
         state, config = self.memory.state, self.memory.state.configuration
         performance = dict(state.context_performance)
         cycle = state.current_cycle + 1
-        streak, _ = await self.losing_streak()
+        streak, _ = await self.losing_streak(cycle)
         status = state.status
         if status is AgentStatus.ACTIVE and streak >= int(config.get("losing_streak", 4)):
             status, performance["paused_at"] = AgentStatus.PAUSED, cycle
@@ -61,7 +64,7 @@ class RiskManager(Agent):
     @handles("WHALE_ACTIVITY", "EXTREME_FUNDING")
     async def on_market_signal(self, signal: Signal, ctx: Context) -> None:
         """Log the assessment as a decision and publish it."""
-        streak, drawdown = await self.losing_streak()
+        streak, drawdown = await self.losing_streak(self.memory.state.current_cycle)
         paused = self.memory.state.status is AgentStatus.PAUSED
         level = assess(signal, streak, paused)
         limit = POSITION_LIMIT_BTC[level]

@@ -79,7 +79,7 @@ class TradeExecutor(Agent):
                 "outcome", f"Trade {position['id']} {'win' if pnl > 0 else 'loss'}: PnL={pnl:.2f}",
                 score=2.0 if abs(pnl) > 1 else 1.0, symbol=position["symbol"], shared_with=["*"],
                 metadata={"trade_id": position["id"], "pnl": pnl, "entry": position["entry"],
-                          "exit": price})
+                          "exit": price, "closed_cycle": cycle})
             self.log.info("position closed", side=position["side"], pnl=pnl)
             performance["trades_closed"] = int(performance.get("trades_closed", 0)) + 1
             performance["wins"] = int(performance.get("wins", 0)) + (pnl > 0)
