@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.runner import Permanent
 from agents.runtime import Agent, Context, handles
 from coordinator.decisions import DecisionType
 from coordinator.market import funding_bucket
@@ -39,6 +40,10 @@ class MarketHunter(Agent):
     async def on_tick(self, signal: Signal, ctx: Context) -> None:
         """One cycle: select sources, detect, publish, remember, save state."""
         tick, config = signal.data, self.memory.state.configuration
+        missing = [k for k in ("price", "funding_rate", "whale_net_flow_btc", "cycle")
+                   if not isinstance(tick.get(k), int | float)]
+        if missing:
+            raise Permanent(f"MARKET_TICK data lacks numeric {', '.join(missing)}")
         metrics = dict(self.memory.state.source_metrics)
         scores = {s: float(metrics.get(s, {}).get("quality", 0.9 - 0.05 * n))
                   for n, s in enumerate(SOURCES)}

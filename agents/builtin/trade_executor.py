@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from agents.runner import Permanent
 from agents.runtime import Agent, Context, handles
 from coordinator.decisions import DecisionType
 from coordinator.errors import AlreadyRecorded, HivebusError
@@ -46,6 +47,9 @@ class TradeExecutor(Agent):
             assessed = (await ctx.bus.report(assessed_id)).signal
         except HivebusError:
             return  # the market signal expired meanwhile: nothing to trade on
+        if not isinstance(assessed.data.get("price"), int | float):
+            self.log.info("trade skipped", reason="the market signal carries no price")
+            return
         side = "sell" if assessed.data.get("direction") == "distribution" else "buy"
         symbol = str(assessed.data.get("symbol", "BTC"))
         decision_id, _confidence = await ctx.decide(
@@ -61,6 +65,8 @@ class TradeExecutor(Agent):
     @handles("MARKET_TICK")
     async def on_tick(self, signal: Signal, ctx: Context) -> None:
         """Close the positions held for HORIZON ticks; log outcomes; count the cycle."""
+        if not isinstance(signal.data.get("price"), int | float):
+            raise Permanent("MARKET_TICK needs a numeric price")
         cycle = self.memory.state.current_cycle + 1
         price = float(signal.data["price"])
         performance = dict(self.memory.state.context_performance)
