@@ -142,35 +142,65 @@ class SQLiteStore:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(path, 0o600)
-        try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(path, conn)
-            store._migrate(max_version)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a usable hivebus store ({exc}); move it aside or "
-                             "point HIVEBUS_STORE elsewhere") from None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                store = cls._connect(path, max_version)
+                break
+            except sqlite3.OperationalError as exc:
+                # another process is creating or migrating the same file: wait for it
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{path} cannot be opened ({exc})") from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{path} is not a usable hivebus store ({exc}); move it aside or "
+                                 "point HIVEBUS_STORE elsewhere") from None
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
             if side.exists():
                 os.chmod(side, 0o600)
         return store
 
+    @classmethod
+    def _connect(cls, path: Path, max_version: int) -> SQLiteStore:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(path, conn)
+            store._migrate(max_version)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
     def _migrate(self, max_version: int) -> None:
+        """Apply the missing migrations, one IMMEDIATE transaction each (safe when several
+        processes open the same file at once: the version is re-read under the write lock)."""
         conn = self._conn
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        current = int(row["value"]) if row else 0
-        if current > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {current}, newer than this hivebus "
-                             f"({SCHEMA_VERSION}); upgrade hivebus")
-        for version in range(current + 1, max_version + 1):
-            script = MIGRATIONS[version - 1].replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta")
-            conn.executescript(f"BEGIN; {script}; INSERT OR REPLACE INTO meta VALUES "
-                               f"('schema_version', '{version}'); COMMIT;")
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                current = int(row["value"]) if row else 0
+                if current > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} has schema version {current}, newer than this "
+                                     f"hivebus ({SCHEMA_VERSION}); upgrade hivebus")
+                if current >= max_version:
+                    conn.execute("COMMIT")
+                    return
+                script = MIGRATIONS[current].replace("CREATE TABLE meta", "CREATE TABLE IF NOT EXISTS meta")
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(current + 1),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     async def schema_version(self) -> int:
         """The schema version of the open file."""

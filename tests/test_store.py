@@ -14,8 +14,6 @@ from coordinator.errors import NotFound, NotLeader, StoreError
 from coordinator.learning import Thresholds, credits_for
 from coordinator.store import SCHEMA_VERSION, SQLiteStore
 
-pytestmark = pytest.mark.anyio
-
 
 def decision(agent: str, success: bool, action: str = "buy", **reasoning: Any) -> DecisionRecord:
     """A TRADE_EXECUTION decision with an outcome."""
@@ -24,6 +22,7 @@ def decision(agent: str, success: bool, action: str = "buy", **reasoning: Any) -
                           outcome=DecisionOutcome(success=success))
 
 
+@pytest.mark.anyio
 async def test_file_is_private_and_current(tmp_path: Path) -> None:
     """The store file is created 0600 at the current schema version."""
     store = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
@@ -34,6 +33,7 @@ async def test_file_is_private_and_current(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.anyio
 async def test_older_schema_is_migrated_on_open(tmp_path: Path) -> None:
     """A file written at schema version 1 is migrated forward, keeping its data."""
     path = tmp_path / "old.sqlite3"
@@ -51,6 +51,7 @@ async def test_older_schema_is_migrated_on_open(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.anyio
 async def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not SQLite gives one clear StoreError, and is left as it was."""
     path = tmp_path / "ltm.sqlite3"
@@ -60,6 +61,7 @@ async def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"this is not a database")
 
 
+@pytest.mark.anyio
 async def test_stale_epoch_is_refused(store: SQLiteStore) -> None:
     """Once epoch 2 has written, a write carrying epoch 1 is refused and changes nothing."""
     await store.archive([(decision("a1", True), [])], epoch=1)
@@ -69,6 +71,7 @@ async def test_stale_epoch_is_refused(store: SQLiteStore) -> None:
     assert await store.count_archived() == 2
 
 
+@pytest.mark.anyio
 async def test_counting_is_idempotent(store: SQLiteStore) -> None:
     """Crediting the same decisions twice counts them once."""
     batch = [(d, credits_for(d)) for d in [decision("a1", True), decision("a1", False)]]
@@ -78,6 +81,7 @@ async def test_counting_is_idempotent(store: SQLiteStore) -> None:
     assert (stats["samples"], stats["successes"]) == (2, 1)
 
 
+@pytest.mark.anyio
 async def test_versions_rollback_and_visibility(store: SQLiteStore) -> None:
     """Three updates make four versions; rollback restores one; private patterns stay private."""
     rule = Thresholds(min_samples=2, min_confidence=0.0)
@@ -102,6 +106,7 @@ async def test_versions_rollback_and_visibility(store: SQLiteStore) -> None:
         await store.rollback_pattern(pid, 99)
 
 
+@pytest.mark.anyio
 async def test_shared_patterns_reach_named_agents(store: SQLiteStore) -> None:
     """A pattern shared with b1 is visible to b1 but not to c1."""
     batch = [(d, credits_for(d)) for d in [decision("a1", True), decision("a1", True)]]
@@ -109,3 +114,32 @@ async def test_shared_patterns_reach_named_agents(store: SQLiteStore) -> None:
     await store.promote(Thresholds(min_samples=1, min_confidence=0.0), ["b1"], epoch=None)
     assert len(await store.query_patterns(viewer="b1", shared=True)) == 1
     assert await store.query_patterns(viewer="c1") == []
+
+
+def _open_and_report(path: str, results: Any) -> None:
+    import anyio
+
+    async def go() -> int:
+        store = await SQLiteStore.open(Path(path))
+        try:
+            return await store.schema_version()
+        finally:
+            await store.close()
+
+    results.put(anyio.run(go))
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Several processes creating and migrating the same new file at once all end at the current schema."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_open_and_report, args=(str(tmp_path / "new.sqlite3"), results))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert sorted(results.get(timeout=5) for _ in workers) == [SCHEMA_VERSION] * 4
