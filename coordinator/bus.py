@@ -107,6 +107,19 @@ class Bus:
         Returns target agent id -> stream entry id ({} if the id was already published).
         Raises InvalidInput (payload too large), UnknownAgent, RedisUnavailable.
         """
+        keys, args = self._publish_call(signal, allow_unregistered)
+        async with translate_redis_errors():
+            try:
+                reply = await self._publish(keys=keys, args=args)
+            except redis_errors.ResponseError as exc:
+                unknown = unknown_agent_from(exc)
+                if unknown is not None:
+                    raise unknown from None
+                raise
+        return _pairs(reply[1:])
+
+    def _publish_call(self, signal: Signal, allow_unregistered: bool) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of the publish script for ``signal``. Raises InvalidInput (too large)."""
         fields = signal.to_fields()
         if len(fields["data"]) > self.settings.max_payload_bytes:
             raise InvalidInput(
@@ -138,15 +151,26 @@ class Bus:
             *targets,
             *flat,
         ]
+        return keys, args
+
+    async def publish_many(self, signals: Sequence[Signal], *, allow_unregistered: bool = False) -> int:
+        """Publish a batch in one round trip (a pipeline of publish-script calls); return how many
+        were new. Raises like :meth:`publish` for the first signal that fails."""
+        if not signals:
+            return 0
         async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal in signals:
+                keys, args = self._publish_call(signal, allow_unregistered)
+                await self._publish(keys=keys, args=args, client=pipe)
             try:
-                reply = await self._publish(keys=keys, args=args)
+                replies = await pipe.execute()
             except redis_errors.ResponseError as exc:
                 unknown = unknown_agent_from(exc)
                 if unknown is not None:
                     raise unknown from None
                 raise
-        return _pairs(reply[1:])
+        return sum(1 for reply in replies if reply and reply[0] == 1)
 
     # --- consuming ----------------------------------------------------------------
     async def ensure_group(self, agent_id: str) -> None:

@@ -137,3 +137,15 @@ async def test_recent_lists_newest_first(redis: Any, settings: Settings) -> None
     for signal in sent:
         await bus.publish(signal)
     assert [r["id"] for r in await bus.recent(3)] == [s.signal_id for s in reversed(sent)]
+
+
+async def test_publish_many_is_one_batch_and_idempotent(redis: Any, settings: Settings) -> None:
+    """A batch publish delivers every signal; publishing the same batch again adds nothing."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "rm-1", "PING")
+    batch = [Signal.create("PING", "cli", targets=["rm-1"], data={"n": n}) for n in range(50)]
+    assert await bus.publish_many(batch) == 50
+    assert await bus.publish_many(batch) == 0
+    assert await redis.xlen(keys.inbox("rm-1")) == 50
+    with pytest.raises(UnknownAgent):
+        await bus.publish_many([Signal.create("PING", "cli", targets=["ghost"])])
