@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest clean
+BENCH_VENV ?= .venv-bench
+
+.PHONY: demo test lint typecheck pytest bench chaos clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +18,7 @@ demo: $(BIN)/.installed
 	$(BIN)/hivebus demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check coordinator agents tests
+	$(BIN)/ruff check coordinator agents tests bench
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy coordinator agents
@@ -26,5 +28,17 @@ pytest: $(BIN)/.installed
 
 test: lint typecheck pytest
 
+# Benchmarks run in an environment of their own, with FastStream and matplotlib in it.
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench
+
+chaos: $(BIN)/.installed
+	$(BIN)/python -m bench.chaos
+
 clean:
-	rm -rf $(VENV) .hivebus .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .hivebus .mypy_cache .ruff_cache .pytest_cache

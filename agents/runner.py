@@ -35,6 +35,7 @@ BUILTIN_AGENTS = {
 }
 
 MAX_REASON = 500
+DUE_CHECK_S = 0.05  # how often a busy consumer looks for retries that are due
 
 
 class Permanent(Exception):
@@ -76,6 +77,7 @@ class AgentRunner:
         self.handled = 0
         self.redelivery = Redelivery(bus)
         self._next_orphan_check = 0.0
+        self._next_due_check = 0.0
 
     async def run(
         self,
@@ -142,9 +144,11 @@ class AgentRunner:
             if orphans:
                 self.log.info("reclaimed signals of a dead replica", count=len(orphans))
                 return orphans
-        due = await self.redelivery.due(agent_id, consumer, count)
-        if due:
-            return due
+        if burst or anyio.current_time() >= self._next_due_check:  # not a round trip per batch
+            self._next_due_check = anyio.current_time() + DUE_CHECK_S
+            due = await self.redelivery.due(agent_id, consumer, count)
+            if due:
+                return due
         block = None if burst else self.settings.read_block_ms
         return await self.bus.read(agent_id, consumer, count=count, block_ms=block)
 

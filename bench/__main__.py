@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -126,7 +127,8 @@ def write(results: dict[str, Any], targets: dict[str, Any], out: Path, meta: dic
     lines += ["", "| latency (ms) | p50 | p99 | p99.9 | samples |", "|---|---:|---:|---:|---:|"]
     for name, v in results.items():
         if name.startswith("latency_"):
-            lines.append(f"| {name[8:]} | {v['p50']:.2f} | {v['p99']:.2f} | {v['p999']:.2f} | {v['samples']} |")
+            lines.append(f"| {name[8:]} | {v['p50']:.2f} | {v['p99']:.2f} | {v['p999']:.2f} "
+                         f"| {v['samples']} |")
     lines += ["", "| other | value |", "|---|---|"]
     for name in ("memory", "memory_api", "coordinator_pass", "many_agents"):
         lines.append(f"| {name} | " + ", ".join(f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}"
@@ -177,9 +179,10 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
-            f"{__import__('os').cpu_count()} cores, {platform.platform()}", "python": platform.python_version(),
-            "redis": ".".join(map(str, binaries.version)), "command": " ".join(["python -m bench", *sys.argv[1:]])}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "python": platform.python_version(), "redis": ".".join(map(str, binaries.version)),
+            "command": " ".join(["python -m bench", *sys.argv[1:]])}
     write(results, ratios(results), args.out, meta)
 
 

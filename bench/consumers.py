@@ -10,6 +10,7 @@ RPUSHes its latencies (ms, latency mode) to STREAM:latency and "done" to STREAM:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -20,10 +21,8 @@ async def raw(url: str, stream: str, count: int, mode: str) -> None:
     from redis import exceptions
 
     client = aioredis.Redis.from_url(url)
-    try:
+    with contextlib.suppress(exceptions.ResponseError):
         await client.xgroup_create(stream, "bench", id="0", mkstream=True)
-    except exceptions.ResponseError:
-        pass
     seen, latencies = 0, []
     batch = 100 if mode == "batch" else 1
     while seen < count:

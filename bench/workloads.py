@@ -61,8 +61,8 @@ def _agent(env: Env, spec: str, agent_id: str) -> subprocess.Popen[bytes]:
 
 
 def _baseline(env: Env, kind: str, stream: str, count: int, mode: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "bench.consumers", kind, env.url, stream, str(count), mode],
-                            env=env.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = [sys.executable, "-m", "bench.consumers", kind, env.url, stream, str(count), mode]
+    return subprocess.Popen(argv, env=env.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def _wait(predicate: Any, limit_s: float = 120) -> None:
@@ -131,7 +131,8 @@ async def baseline_throughput(env: Env, kind: str, count: int, batch: int) -> fl
         await anyio.sleep(1.0 if kind == "faststream" else 0.3)  # the consumer subscribes
         started = time.perf_counter()
         for start in range(0, count, batch):
-            msgs = [whale(n, ["sink"]).model_dump(mode="json") for n in range(start, min(count, start + batch))]
+            msgs = [whale(n, ["sink"]).model_dump(mode="json")
+                    for n in range(start, min(count, start + batch))]
             if kind == "faststream":
                 for msg in msgs:
                     await broker.publish(msg, stream=stream)
@@ -281,15 +282,17 @@ def coordinator_pass(env: Env, decisions: int) -> dict[str, float]:
     return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024}
 
 
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "coordinator", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def many_agents(env: Env, agents: int, watch_s: float) -> dict[str, float]:
     """Coordinator CPU share with ``agents`` agent processes heartbeating, and kill-to-dead time."""
     child = {**env.child_env(), "HIVEBUS_HEARTBEAT_TTL_S": "3", "HIVEBUS_COORDINATOR_TICK_S": "0.5",
              "HIVEBUS_STORE": str(env.workdir / f"{env.namespace}-many.sqlite3")}
-    procs = [subprocess.Popen([sys.executable, "-m", "coordinator", "agent", "run", "bench.agents:Sink",
-                               "--id", f"a{n}"], env=child, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for n in range(agents)]
-    coordinator = subprocess.Popen([sys.executable, "-m", "coordinator", "coordinator"], env=child,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [_spawn(["agent", "run", "bench.agents:Sink", "--id", f"a{n}"], child) for n in range(agents)]
+    coordinator = _spawn(["coordinator"], child)
     client = open_client(env.url)
     registry = Registry(client, env.settings)
     try:
