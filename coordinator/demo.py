@@ -116,6 +116,9 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
                 if keep_running:
                     print("\nrunning; press Ctrl-C to stop everything")
                     await _wait_until_interrupted()
+            except BaseException:
+                print("\nstopping  every process the demo started", file=sys.stderr)
+                raise
             finally:
                 problems = desk.stop()
             await _final_pass(redis, settings, report)

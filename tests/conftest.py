@@ -71,7 +71,11 @@ def start_server(name: str, binary: str, cli: str, extra: list[str] | None = Non
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     server = RedisServer(name, binary, cli, port, process, workdir)
-    wait_until(lambda: _answers(server), 15, f"{name} to start")
+    try:
+        wait_until(lambda: _answers(server), 15, f"{name} to start")
+    except BaseException:
+        stop_server(server)  # never leave a server behind when a test gives up on it
+        raise
     return server
 
 
