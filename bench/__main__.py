@@ -81,7 +81,7 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
     await repeat("targeted_with_100_bystanders", w.fanout, 1, 100, fan_n)
 
     print("memory")
-    results["memory"] = await w.memory_per_signal(env(), 10_000 if quick else 100_000)
+    results["memory"] = await w.memory_per_signal(env(), 5_000 if quick else 100_000)
     print(f"  {results['memory']}")
     results["memory_api"] = await w.memory_api(env(), 1_000 if quick else 10_000)
     print(f"  {results['memory_api']}")

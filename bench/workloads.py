@@ -216,21 +216,26 @@ async def fanout(env: Env, targets: int, bystanders: int, count: int) -> float:
 
 
 async def memory_per_signal(env: Env, count: int) -> dict[str, float]:
-    """Redis bytes per retained signal per target, and the inbox length under a small cap."""
+    """Redis bytes per retained signal per target (nothing trimmed), then the inbox length of a
+    second agent under a cap of 1,000 entries after 5,000 signals (retention keeps it bounded)."""
     client = open_client(env.url)
     await client.flushall()
-    settings = env.settings.model_copy(update={"stream_maxlen": max(1000, count // 10)})
-    bus = Bus(client, settings)
-    await Registry(client, settings).register("m1", Instance.here("m1"), agent_type="bench",
-                                              subscriptions=(), version="1")
+    roomy = env.settings.model_copy(update={"stream_maxlen": count * 2, "log_stream_maxlen": count * 2})
+    capped = env.settings.model_copy(update={"stream_maxlen": 1000})
+    for agent_id in ("m1", "m2"):
+        await Registry(client, roomy).register(agent_id, Instance.here(agent_id), agent_type="bench",
+                                               subscriptions=(), version="1")
     try:
         before = int((await client.info("memory"))["used_memory"])
         for start in range(0, count, 500):
-            await bus.publish_many([whale(n, ["m1"]) for n in range(start, min(count, start + 500))])
+            batch = [whale(n, ["m1"]) for n in range(start, min(count, start + 500))]
+            await Bus(client, roomy).publish_many(batch)
         after = int((await client.info("memory"))["used_memory"])
-        inbox = int(await client.xlen(Keys(env.namespace).inbox("m1")))
-        return {"bytes_per_signal": (after - before) / count, "inbox_len": inbox,
-                "inbox_cap": settings.stream_maxlen}
+        for start in range(0, 5000, 500):
+            await Bus(client, capped).publish_many([whale(n, ["m2"]) for n in range(start, start + 500)])
+        inbox = int(await client.xlen(Keys(env.namespace).inbox("m2")))
+        return {"bytes_per_signal": (after - before) / count, "capped_inbox_len_after_5000": inbox,
+                "inbox_cap": 1000}
     finally:
         await client.flushall()
         await client.aclose()

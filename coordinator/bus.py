@@ -256,8 +256,8 @@ class Bus:
             fields = await self.redis.hgetall(key)
         if not fields:
             raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
-        signal = Signal.from_fields(fields)
         delivered = [t for t in fields.get("delivered_to", "").split(",") if t]
+        signal = await self._body(signal_id, fields, delivered)
         pipe = self.redis.pipeline(transaction=False)
         for agent_id in delivered:
             entry = fields.get(f"entry:{agent_id}")
@@ -280,6 +280,19 @@ class Bus:
                 )
             )
         return SignalReport(signal, targets)
+
+    async def _body(self, signal_id: str, fields: dict[str, str], delivered: list[str]) -> Signal:
+        """The signal's fields: from the hash when kept there, else from a target's inbox entry."""
+        if "created_at" in fields:
+            return Signal.from_fields(fields)
+        async with translate_redis_errors():
+            for agent_id in delivered:
+                entry = fields.get(f"entry:{agent_id}")
+                if entry:
+                    found = await self.redis.xrange(self.keys.inbox(agent_id), entry, entry)
+                    if found:
+                        return Signal.from_fields(found[0][1])
+        raise NotFound(f"signal {signal_id} is known but its entries were trimmed from every inbox")
 
     async def recent(self, count: int = 20) -> list[dict[str, str]]:
         """The last ``count`` published signals from the signal log, newest first."""

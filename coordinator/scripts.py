@@ -11,6 +11,8 @@ from __future__ import annotations
 #       4 registered-agents set, 5 source agent hash, 6.. inbox stream per explicit target
 # ARGV: 1 ttl ms, 2 inbox maxlen, 3 log maxlen, 4 inbox key prefix, 5 allow unregistered (1/0),
 #       6 source agent id, 7 number of explicit targets n, 8..7+n target ids, then field pairs.
+# The hash holds type, source, delivered_to and status:/entry:/error: per target; the full
+# fields go to each target's inbox entry (and into the hash only when there is no target).
 # Returns {1, target, entry, target, entry, ...} or {0} when the signal id already exists
 # (a publisher retrying after a lost reply does not create a second signal).
 PUBLISH = r"""
@@ -33,7 +35,13 @@ else
 end
 local fields = {}
 for i = 8 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+-- the signal's fields live in the inbox entries (readable with XRANGE); the hash keeps only
+-- type, source and per-target status, unless nobody receives the signal
+if #targets == 0 then
+  redis.call('HSET', KEYS[1], unpack(fields))
+else
+  redis.call('HSET', KEYS[1], 'type', fields[4], 'source', fields[6])
+end
 local reply = {1}
 for i, t in ipairs(targets) do
   local entry = redis.call('XADD', streams[i], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
