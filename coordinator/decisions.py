@@ -225,11 +225,6 @@ class DecisionLog:
             caused = archived[1] if archived else []
         return caused
 
-    async def children(self, decision: DecisionRecord) -> list[DecisionRecord]:
-        """Decisions of the same agent whose parent is ``decision``."""
-        return [d for d in await self.query(decision.agent_id, since=decision.timestamp, limit=10_000)
-                if d.parent_decision_id == decision.decision_id]
-
     async def query(
         self, agent_id: str, *, decision_type: str | None = None, success: bool | None = None,
         since: float | None = None, until: float | None = None, pending: bool = False,

@@ -23,8 +23,9 @@ import anyio
 
 from coordinator.bus import Bus
 from coordinator.connection import connected, redis_endpoint
-from coordinator.demo_report import Report, print_report
+from coordinator.demo_report import AGENTS, Report, print_report
 from coordinator.errors import HivebusError
+from coordinator.feed import FEED_AGENT_ID
 from coordinator.keys import Keys
 from coordinator.market import MarketSimulator
 from coordinator.models import TERMINAL_STATUSES, Signal
@@ -33,9 +34,6 @@ from coordinator.settings import Settings, redact_url
 from coordinator.state import StateStore
 from coordinator.store import SQLiteStore
 
-DESK = (("market-hunter", "market-hunter"), ("risk-manager", "risk-manager"),
-        ("trade-executor", "trade-executor"))
-FEED_ID = "market-feed"
 STARTUP_TIMEOUT_S = 30.0
 TICK_TIMEOUT_S = 60.0
 CHILD_SETTINGS = {"HIVEBUS_CLAIM_IDLE_S": "2", "HIVEBUS_HEARTBEAT_TTL_S": "2",
@@ -107,10 +105,10 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
             desk = Desk(env, logs)
             try:
                 desk.start("coordinator", ["coordinator"])
-                for spec, agent_id in DESK:
-                    desk.start(agent_id, ["agent", "run", spec, "--id", agent_id])
+                for agent_id in AGENTS:  # built-in agents, each under its own name
+                    desk.start(agent_id, ["agent", "run", agent_id, "--id", agent_id])
                 pids = ", ".join(str(c.process.pid) for c in desk.children.values())
-                print(f"started   coordinator + {len(DESK)} agents as processes (pids {pids}; "
+                print(f"started   coordinator + {len(AGENTS)} agents as processes (pids {pids}; "
                       f"logs in {logs}/)")
                 report = await _drive(redis, settings, desk, cycles, seed, speed, chaos)
                 if keep_running:
@@ -190,7 +188,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
 
     async def desk_alive() -> bool:
         agents = {a.agent_id: a for a in await registry.list_agents()}
-        return all(agent_id in agents and agents[agent_id].alive for _, agent_id in DESK)
+        return all(agent_id in agents and agents[agent_id].alive for agent_id in AGENTS)
 
     await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
     report = await Report.begin(redis, settings, seed, cycles)
@@ -204,7 +202,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
     started = time.monotonic()
     for n in range(1, cycles + 1):
         tick = market.tick()
-        await bus.publish(Signal.create("MARKET_TICK", FEED_ID, data=tick, ttl_s=settings.signal_ttl_s))
+        await bus.publish(Signal.create("MARKET_TICK", FEED_AGENT_ID, data=tick, ttl_s=settings.signal_ttl_s))
         if chaos and n == cycles // 2:
             await _chaos(redis, settings, desk, report, n)
         await _poll(settler.settled, TICK_TIMEOUT_S, f"tick {n} to settle", desk)

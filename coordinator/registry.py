@@ -180,13 +180,6 @@ class Registry:
             beats = iter(await hb_pipe.execute())
         return [_agent_info(agent_id, fields, instances, beats) for agent_id, fields, instances in infos]
 
-    async def get(self, agent_id: str) -> AgentInfo | None:
-        """One agent, or None when it never registered."""
-        for info in await self.list_agents():
-            if info.agent_id == agent_id:
-                return info
-        return None
-
     async def reap_dead(self) -> list[tuple[str, Instance]]:
         """Remove instances whose heartbeat expired; mark agents with none left ``dead``.
 

@@ -80,11 +80,6 @@ class Settings(BaseSettings):
                    "ssl_keyfile": self.redis_tls_key_file}
         return {name: str(path) for name, path in options.items() if path is not None}
 
-    @property
-    def redacted_redis_url(self) -> str | None:
-        """The Redis URL with any password replaced by ``***``."""
-        return redact_url(self.redis_url) if self.redis_url else None
-
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment plus explicit overrides.

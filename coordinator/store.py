@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -288,23 +288,6 @@ class SQLiteStore:
 
         return await self.write(run, epoch)
 
-    async def is_credited(self, decision_ids: Iterable[str]) -> set[str]:
-        """Which of ``decision_ids`` have been counted already."""
-        ids = list(decision_ids)
-        if not ids:
-            return set()
-
-        def run(conn: sqlite3.Connection) -> set[str]:
-            found: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                found |= {r[0] for r in conn.execute(
-                    f"SELECT decision_id FROM credited WHERE decision_id IN ({marks})", chunk)}
-            return found
-
-        return await self.read(run)
-
     async def stats(self) -> list[dict[str, Any]]:
         """Learning counts of every candidate pattern, promoted or not."""
         rows = await self.read(lambda c: c.execute(
@@ -471,9 +454,3 @@ class SQLiteStore:
         """How many decisions the archive holds."""
         row = await self.read(lambda c: c.execute("SELECT COUNT(*) AS n FROM decisions").fetchone())
         return int(row["n"])
-
-    async def meta(self, key: str) -> str | None:
-        """A value of the meta table."""
-        row = await self.read(
-            lambda c: c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone())
-        return None if row is None else str(row["value"])

@@ -106,7 +106,8 @@ async def test_replicas_share_work_and_settle_acks(redis: Any, settings: Setting
     assert groups[0]["pending"] == 0
     report = await bus.report(second[-1].signal.signal_id)  # type: ignore[union-attr]
     assert report.targets[0].status is SignalStatus.PROCESSED
-    assert (await Registry(redis, settings).get("te-1")).counters["processed"] == 10  # type: ignore[union-attr]
+    [agent] = await Registry(redis, settings).list_agents()
+    assert agent.agent_id == "te-1" and agent.counters["processed"] == 10
 
 
 async def test_malformed_entry_is_dead_lettered_with_reason(redis: Any, settings: Settings) -> None:

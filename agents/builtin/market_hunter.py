@@ -63,9 +63,9 @@ class MarketHunter(Agent):
                           whale_severity(flow), min(0.95, 0.5 + abs(flow) / 5000)))
         if abs(funding) >= float(config.get("extreme_funding", 0.0025)):
             found.append(("EXTREME_FUNDING", {**common, "funding_rate": funding}, Severity.HIGH, 0.6))
+        known = await self.memory.patterns(min_confidence=0.5) if found else []
         for signal_type, data, severity, confidence in found:
-            applied = [p.pattern_id for p in await self.memory.patterns(min_confidence=0.5)
-                       if p.data.get("features") == features
+            applied = [p.pattern_id for p in known if p.data.get("features") == features
                        and p.pattern_id.split("/")[2:3] == [signal_type]]
             if applied:
                 confidence = min(0.99, confidence + PATTERN_BOOST)

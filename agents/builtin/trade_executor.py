@@ -60,7 +60,8 @@ class TradeExecutor(Agent):
                           "entry": float(assessed.data["price"]), "cycle": self.memory.state.current_cycle,
                           "decisions": [d for d in (decision_id, signal.causation_id, assessed.causation_id)
                                         if d]})
-        await self._save(positions=positions)
+        performance = {**self.memory.state.context_performance, "positions": positions}
+        await self.memory.save_state(context_performance=performance)
 
     @handles("MARKET_TICK")
     async def on_tick(self, signal: Signal, ctx: Context) -> None:
@@ -92,8 +93,3 @@ class TradeExecutor(Agent):
             performance["pnl"] = round(float(performance.get("pnl", 0.0)) + pnl, 2)
         performance["positions"] = keep
         await self.memory.save_state(current_cycle=cycle, context_performance=performance)
-
-    async def _save(self, *, positions: list[dict[str, Any]]) -> None:
-        performance = dict(self.memory.state.context_performance)
-        performance["positions"] = positions
-        await self.memory.save_state(context_performance=performance)
