@@ -28,6 +28,12 @@ def funding_bucket(rate: float) -> str:
     return "high" if rate >= HIGH_FUNDING else ("negative" if rate < 0 else "normal")
 
 
+def market_cycle(data: dict[str, Any], default: int) -> int:
+    """The market cycle a tick or market signal belongs to (its ``cycle`` field), else ``default``."""
+    cycle = data.get("cycle")
+    return cycle if isinstance(cycle, int) and not isinstance(cycle, bool) else default
+
+
 class MarketSimulator:
     """Yields one tick per call to :meth:`tick`."""
 

@@ -11,7 +11,7 @@ from agents.runtime import Agent, Context, handles
 from coordinator.decisions import DecisionType
 from coordinator.errors import AlreadyRecorded, HivebusError
 from coordinator.logs import get_logger
-from coordinator.market import HORIZON
+from coordinator.market import HORIZON, market_cycle
 from coordinator.models import Signal
 
 
@@ -57,7 +57,8 @@ class TradeExecutor(Agent):
             reasoning={"action": side, "size": limit},
             context={"price": assessed.data.get("price"), "features": assessed.data.get("features", {})})
         positions.append({"id": assessed_id, "side": side, "size": limit, "symbol": symbol,
-                          "entry": float(assessed.data["price"]), "cycle": self.memory.state.current_cycle,
+                          "entry": float(assessed.data["price"]),
+                          "cycle": market_cycle(assessed.data, default=self.memory.state.current_cycle),
                           "decisions": [d for d in (decision_id, signal.causation_id, assessed.causation_id)
                                         if d]})
         performance = {**self.memory.state.context_performance, "positions": positions}
