@@ -134,8 +134,10 @@ class AgentRunner:
                     self.log.warning("heartbeat failed", error=str(exc))
                 failing = True
 
-    async def _next_batch(self, burst: bool) -> list[Delivery]:
-        """Reclaimed orphans and due retries first, else new entries (blocking read)."""
+    async def _next_batch(self, burst: bool) -> tuple[list[Delivery], bool]:
+        """Reclaimed orphans and due retries first, else new entries (blocking read); and whether
+        the entries are new (never delivered before, so the processed-ledger cannot hold them:
+        the publish script leaves out a target that already processed the signal id)."""
         agent_id, consumer = self.agent.agent_id, self.instance.instance_id
         count = self.settings.read_batch
         if anyio.current_time() >= self._next_orphan_check:
@@ -143,21 +145,21 @@ class AgentRunner:
             orphans = await self.redelivery.orphans(agent_id, consumer, count)
             if orphans:
                 self.log.info("reclaimed signals of a dead replica", count=len(orphans))
-                return orphans
+                return orphans, False
         if burst or anyio.current_time() >= self._next_due_check:  # not a round trip per batch
             self._next_due_check = anyio.current_time() + DUE_CHECK_S
             due = await self.redelivery.due(agent_id, consumer, count)
             if due:
-                return due
+                return due, False
         block = None if burst else self.settings.read_block_ms
-        return await self.bus.read(agent_id, consumer, count=count, block_ms=block)
+        return await self.bus.read(agent_id, consumer, count=count, block_ms=block), True
 
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
         agent_id = self.agent.agent_id
         backoff = 0.1
         while not stop.is_set():
             try:
-                deliveries = await self._next_batch(burst)
+                deliveries, new = await self._next_batch(burst)
                 if not deliveries:
                     if burst:
                         due = await self.redelivery.next_due(agent_id)
@@ -165,7 +167,7 @@ class AgentRunner:
                             return
                         await anyio.sleep(max(0.0, due - now_s()))  # burst waits for its retries
                     continue
-                outcomes = await self._handle_batch(deliveries)
+                outcomes = await self._handle_batch(deliveries, new)
                 await self.bus.settle(agent_id, outcomes)
                 self.handled += sum(1 for o in outcomes if o.status is not SignalStatus.FAILED)
                 if backoff > 0.1:
@@ -180,10 +182,12 @@ class AgentRunner:
                     with contextlib.suppress(RedisUnavailable):
                         await self.bus.ensure_group(agent_id)
 
-    async def _handle_batch(self, deliveries: list[Delivery]) -> list[Outcome]:
-        """Handle a batch while renewing its claim; skip what the ledger says is done."""
+    async def _handle_batch(self, deliveries: list[Delivery], new: bool) -> list[Outcome]:
+        """Handle a batch while renewing its claim; skip what the ledger says is done (asked only
+        for redeliveries: new entries cannot be in it, and asking costs a round trip)."""
         agent_id = self.agent.agent_id
-        done = await self.bus.processed(agent_id, [d.signal.signal_id for d in deliveries if d.signal])
+        done = set() if new else await self.bus.processed(
+            agent_id, [d.signal.signal_id for d in deliveries if d.signal])
         outcomes: list[Outcome] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew_claims, [d.entry_id for d in deliveries])

@@ -98,7 +98,6 @@ class Bus:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self._publish = redis.register_script(PUBLISH)
-        self._settle = redis.register_script(SETTLE)
 
     # --- publishing ---------------------------------------------------------------
     async def publish(self, signal: Signal, *, allow_unregistered: bool = False) -> dict[str, str]:
@@ -150,6 +149,7 @@ class Bus:
             len(targets),
             *targets,
             *flat,
+            self.keys.ledger_prefix(),
         ]
         return keys, args
 
@@ -158,19 +158,25 @@ class Bus:
         were new. Raises like :meth:`publish` for the first signal that fails."""
         if not signals:
             return 0
+        calls = [self._publish_call(signal, allow_unregistered) for signal in signals]
         async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for signal in signals:
-                keys, args = self._publish_call(signal, allow_unregistered)
-                await self._publish(keys=keys, args=args, client=pipe)
-            try:
-                replies = await pipe.execute()
-            except redis_errors.ResponseError as exc:
-                unknown = unknown_agent_from(exc)
-                if unknown is not None:
-                    raise unknown from None
-                raise
+            replies = await self._publish_pipeline(calls)
+            if any(isinstance(r, redis_errors.NoScriptError) for r in replies):
+                await self.redis.script_load(PUBLISH)  # a restarted or flushed server: load, run again
+                replies = [a if isinstance(b, redis_errors.NoScriptError) else b
+                           for a, b in zip(await self._publish_pipeline(calls), replies, strict=True)]
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise unknown_agent_from(reply) or reply
         return sum(1 for reply in replies if reply and reply[0] == 1)
+
+    async def _publish_pipeline(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """EVALSHA each call in one pipeline; replies in order, errors as exception objects.
+        (redis-py's ``Script`` in a pipeline asks SCRIPT EXISTS first: a second round trip.)"""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     # --- consuming ----------------------------------------------------------------
     async def ensure_group(self, agent_id: str) -> None:
@@ -224,7 +230,10 @@ class Bus:
                 if outcome.status is SignalStatus.PROCESSED:
                     for effect in outcome.effects:
                         effect(pipe)
-            await self._settle(keys=keys, args=args, client=pipe)
+            # EVAL, not EVALSHA: a script missing from a restarted server's cache must not fail
+            # inside EXEC after the effects ran; redis-py's Script would add a SCRIPT EXISTS
+            # round trip instead. Redis caches the body by its SHA, so this costs only the bytes.
+            pipe.eval(SETTLE, len(keys), *keys, *args)
             results = await pipe.execute()
         return int(results[-1])
 

@@ -112,7 +112,7 @@ class Keys:
 
     def ledger(self, agent_id: str, signal_id: str) -> str:
         """STRING with a TTL: ``signal_id`` was processed by ``agent_id`` (its effects applied)."""
-        return f"{self.namespace}:done:{check_agent_id(agent_id)}:{check_signal_id(signal_id)}"
+        return f"{self.ledger_prefix()}{check_agent_id(agent_id)}:{check_signal_id(signal_id)}"
 
     def signal_log(self) -> str:
         """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
@@ -188,6 +188,10 @@ class Keys:
     def events(self, agent_id: str) -> str:
         """STREAM of an agent's episodic events (type, payload)."""
         return f"{self.namespace}:events:{check_agent_id(agent_id)}"
+
+    def ledger_prefix(self) -> str:
+        """Prefix of processed-ledger keys (``<prefix><agent>:<signal id>``), for the publish script."""
+        return f"{self.namespace}:done:"
 
     def inbox_prefix(self) -> str:
         """Prefix of inbox stream keys, passed to the publish script for untargeted signals."""

@@ -10,31 +10,42 @@ from __future__ import annotations
 # KEYS: 1 signal hash, 2 signal log stream, 3 subscribers set of the type,
 #       4 registered-agents set, 5 source agent hash, 6.. inbox stream per explicit target
 # ARGV: 1 ttl ms, 2 inbox maxlen, 3 log maxlen, 4 inbox key prefix, 5 allow unregistered (1/0),
-#       6 source agent id, 7 number of explicit targets n, 8..7+n target ids, then field pairs.
+#       6 source agent id, 7 number of explicit targets n, 8..7+n target ids, then field pairs,
+#       then (last) the processed-ledger key prefix.
 # The hash holds type, source, delivered_to and status:/entry:/error: per target; the full
 # fields go to each target's inbox entry (and into the hash only when there is no target).
+# A target whose processed-ledger already holds the signal id is left out: a handler that
+# publishes again on redelivery, after the first copy's hash expired, reaches nobody twice.
+# So an entry read as new (XREADGROUP '>') is never one its agent already processed.
 # Returns {1, target, entry, target, entry, ...} or {0} when the signal id already exists
 # (a publisher retrying after a lost reply does not create a second signal).
 PUBLISH = r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local n = tonumber(ARGV[7])
-local targets, streams = {}, {}
+local candidates, keyed = {}, {}
 if n > 0 then
-  for i = 1, n do targets[i] = ARGV[7 + i]; streams[i] = KEYS[5 + i] end
+  for i = 1, n do candidates[i] = ARGV[7 + i]; keyed[ARGV[7 + i]] = KEYS[5 + i] end
   if ARGV[5] ~= '1' then
     for i = 1, n do
-      if redis.call('SISMEMBER', KEYS[4], targets[i]) == 0 then
-        return redis.error_reply('UNKNOWN_AGENT ' .. targets[i])
+      if redis.call('SISMEMBER', KEYS[4], candidates[i]) == 0 then
+        return redis.error_reply('UNKNOWN_AGENT ' .. candidates[i])
       end
     end
   end
 else
-  targets = redis.call('SMEMBERS', KEYS[3])
-  table.sort(targets)
-  for i, t in ipairs(targets) do streams[i] = ARGV[4] .. t end
+  candidates = redis.call('SMEMBERS', KEYS[3])
+  table.sort(candidates)
 end
 local fields = {}
-for i = 8 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8 + n, #ARGV - 1 do fields[#fields + 1] = ARGV[i] end
+local ledger = ARGV[#ARGV]
+local targets, streams = {}, {}
+for _, t in ipairs(candidates) do
+  if redis.call('EXISTS', ledger .. t .. ':' .. fields[2]) == 0 then
+    targets[#targets + 1] = t
+    streams[#streams + 1] = keyed[t] or (ARGV[4] .. t)
+  end
+end
 -- the signal's fields live in the inbox entries (readable with XRANGE); the hash keeps only
 -- type, source and per-target status, unless nobody receives the signal
 if #targets == 0 then

@@ -150,3 +150,21 @@ async def test_publish_many_is_one_batch_and_idempotent(redis: Any, settings: Se
     assert await redis.xlen(keys.inbox("rm-1")) == 50
     with pytest.raises(UnknownAgent):
         await bus.publish_many([Signal.create("PING", "cli", targets=["ghost"])])
+
+
+async def test_publish_and_settle_survive_a_flushed_script_cache(redis: Any, settings: Settings) -> None:
+    """After SCRIPT FLUSH (as after a server restart) batches publish and settle as usual: the batch
+    reloads its script, and settle never fails inside EXEC after the handler's effects ran."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "rm-1", "PING")
+    assert await bus.publish_many([Signal.create("PING", "cli", targets=["rm-1"])]) == 1
+    await redis.script_flush()
+    batch = [Signal.create("PING", "cli", targets=["rm-1"], data={"n": n}) for n in range(3)]
+    assert await bus.publish_many(batch) == 3
+    deliveries = await bus.read("rm-1", "c", count=10, block_ms=None)
+    await redis.script_flush()
+    effect = [lambda pipe: pipe.incr(f"{keys.prefix}test:effects")]
+    outcomes = [Outcome(d, SignalStatus.PROCESSED, effects=tuple(effect)) for d in deliveries]
+    assert await bus.settle("rm-1", outcomes) == 4
+    assert await redis.get(f"{keys.prefix}test:effects") == "4"
+    assert (await redis.xinfo_groups(keys.inbox("rm-1")))[0]["pending"] == 0

@@ -14,6 +14,7 @@ from coordinator.redelivery import backoff_s
 from coordinator.registry import Registry
 from coordinator.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
+from tests.conftest import eventually
 from tests.test_runtime import run_burst as burst
 
 pytestmark = pytest.mark.anyio
@@ -57,8 +58,8 @@ async def test_a_retry_that_succeeds_is_processed_once(redis: Any, settings: Set
     signal = Signal.create("FIXME", "cli", targets=["ff-1"])
     await bus.publish(signal)
     runner = AgentRunner(FailUntilFixed("ff-1"), bus, Registry(redis, settings))
-    batch = await runner._next_batch(burst=True)
-    await bus.settle("ff-1", await runner._handle_batch(batch))
+    batch, new = await runner._next_batch(burst=True)
+    await bus.settle("ff-1", await runner._handle_batch(batch, new))
     assert (await bus.report(signal.signal_id)).targets[0].status is SignalStatus.FAILED
     await redis.delete(f"{prefix}test:broken")
     await burst(FailUntilFixed("ff-1"), redis, settings)
@@ -69,16 +70,47 @@ async def test_a_retry_that_succeeds_is_processed_once(redis: Any, settings: Set
 
 
 async def test_processed_ledger_stops_a_second_application(redis: Any, settings: Settings) -> None:
-    """The same signal arriving again after it was processed is acked without running again."""
+    """A duplicate entry redelivered after the signal was processed is acked without running again."""
+    settings = settings.model_copy(update={"claim_idle_s": 0.2})
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(FailUntilFixed("ff-1"), redis, settings)
     signal = Signal.create("PING", "cli", targets=["ff-1"])
     await bus.publish(signal)
     await burst(FailUntilFixed("ff-1"), redis, settings)
-    await redis.xadd(bus.keys.inbox("ff-1"), signal.to_fields())  # a duplicate delivery
+    inbox = bus.keys.inbox("ff-1")
+    await redis.xadd(inbox, signal.to_fields())  # a duplicate entry, written by hand ...
+    await redis.xreadgroup("ff-1", "ghost", {inbox: ">"})  # ... taken by a replica that died
+
+    async def orphaned() -> bool:
+        return bool(await redis.xpending_range(inbox, "ff-1", "-", "+", 1, idle=300))
+
+    await eventually(orphaned, 10, "the duplicate to sit idle past claim_idle_s")
     await burst(FailUntilFixed("ff-1"), redis, settings)
     assert await redis.hget(f"{prefix}test:applied", signal.signal_id) == "1"
-    assert (await redis.xinfo_groups(bus.keys.inbox("ff-1")))[0]["pending"] == 0
+    assert (await redis.xinfo_groups(inbox))[0]["pending"] == 0
+
+
+async def test_publishing_a_processed_signal_again_leaves_that_target_out(
+    redis: Any, settings: Settings
+) -> None:
+    """Publishing an id its target already processed (its hash gone, as after expiry) reaches the
+    other targets only: a new entry is never one the ledger holds, so reads need not ask it."""
+    bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await burst(FailUntilFixed("ff-2"), redis, settings)
+    first = Signal.create("PING", "cli", targets=["ff-1"])
+    await bus.publish(first)
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await redis.delete(bus.keys.signal(first.signal_id))
+    again = first.model_copy(update={"target_agents": ("ff-1", "ff-2")})
+    assert await bus.publish(again) == {"ff-2": await redis.hget(bus.keys.signal(first.signal_id),
+                                                                "entry:ff-2")}
+    assert await bus.publish_many([again]) == 0  # the hash exists again: nothing new
+    assert await redis.xlen(bus.keys.inbox("ff-1")) == 1
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await burst(FailUntilFixed("ff-2"), redis, settings)
+    assert await redis.hget(f"{prefix}test:applied", first.signal_id) == "2"  # once by each agent
+    assert [t.agent_id for t in (await bus.report(first.signal_id)).targets] == ["ff-2"]
 
 
 async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings: Settings) -> None:
@@ -88,7 +120,7 @@ async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings
     ping = Signal.create("PING", "tester", targets=["echo-1"])
     await bus.publish(ping)
     runner = AgentRunner(Echo("echo-1"), bus, Registry(redis, settings))
-    [delivery] = await runner._next_batch(burst=True)
+    [delivery], _new = await runner._next_batch(burst=True)
     await runner._handle(delivery)  # handled, but the process "dies" before settling
     await runner._handle(delivery)  # handled again after a redelivery
     assert await redis.xlen(bus.keys.inbox("tester")) == 1
