@@ -146,10 +146,9 @@ class Bus:
             self.keys.inbox_prefix(),
             1 if allow_unregistered else 0,
             signal.source_agent,
-            len(targets),
-            *targets,
-            *flat,
             self.keys.ledger_prefix(),
+            json.dumps(targets),
+            json.dumps(flat, separators=(",", ":")),
         ]
         return keys, args
 
@@ -208,22 +207,19 @@ class Bus:
         """Record a batch's outcomes in one MULTI/EXEC: effects, status, ledger, ack, DLQ, retries."""
         if not outcomes:
             return 0
-        inbox = self.keys.inbox(agent_id)
-        keys = [inbox, self.keys.agent(agent_id), self.keys.dead_letters(agent_id),
+        keys = [self.keys.inbox(agent_id), self.keys.agent(agent_id), self.keys.dead_letters(agent_id),
                 self.keys.retries(agent_id)]
-        args: list[str | int | float] = [agent_id, DLQ_MAXLEN, round(now_s(), 6),
-                                         self.settings.ledger_ttl_ms]
+        entries = []
         for outcome in outcomes:
             delivery = outcome.delivery
-            signal = delivery.signal
-            if signal:
-                keys += [self.keys.signal(signal.signal_id), self.keys.ledger(agent_id, signal.signal_id)]
-            else:
-                keys += [inbox, inbox]
             dead = outcome.status is SignalStatus.DEAD
             original = json.dumps(delivery.fields, separators=(",", ":")) if dead else ""
-            args += [delivery.entry_id, 1 if signal else 0, outcome.status.value, outcome.reason,
-                     original, round(outcome.retry_at, 6), outcome.attempts]
+            entries.append([delivery.entry_id, delivery.signal.signal_id if delivery.signal else "",
+                            outcome.status.value, outcome.reason, original,
+                            repr(round(outcome.retry_at, 6)), str(outcome.attempts)])
+        args = [agent_id, DLQ_MAXLEN, round(now_s(), 6), self.settings.ledger_ttl_ms,
+                self.keys.signal_prefix(), self.keys.ledger_prefix() + f"{agent_id}:",
+                json.dumps(entries, separators=(",", ":"))]
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=True)
             for outcome in outcomes:

@@ -104,7 +104,7 @@ class Keys:
 
     def signal(self, signal_id: str) -> str:
         """HASH of one signal: its fields plus status / entry / error per target; expires."""
-        return f"{self.namespace}:signal:{check_signal_id(signal_id)}"
+        return f"{self.signal_prefix()}{check_signal_id(signal_id)}"
 
     def retries(self, agent_id: str) -> str:
         """ZSET inbox entry id -> time its failed signal is due for another attempt."""
@@ -188,6 +188,10 @@ class Keys:
     def events(self, agent_id: str) -> str:
         """STREAM of an agent's episodic events (type, payload)."""
         return f"{self.namespace}:events:{check_agent_id(agent_id)}"
+
+    def signal_prefix(self) -> str:
+        """Prefix of signal hash keys (``<prefix><signal id>``), for the settle script."""
+        return f"{self.namespace}:signal:"
 
     def ledger_prefix(self) -> str:
         """Prefix of processed-ledger keys (``<prefix><agent>:<signal id>``), for the publish script."""
