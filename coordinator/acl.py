@@ -6,7 +6,8 @@ An agent user may:
   registry entry, heartbeats, state, memory, decision indexes, events, retries and dead letters;
 * publish: write signal hashes and the signal log, and — through a Redis 7 *selector* that
   allows ``XADD`` (and the ``EVALSHA`` of the publish script that names the inboxes) and
-  nothing else — append to other agents' inboxes;
+  nothing else — append to other agents' inboxes, and see (``EXISTS`` only) whether a target
+  already processed a signal id;
 * read and write shared memory, decisions (keyed by decision id) and the learning queue.
 
 It cannot read another agent's state or memory, nor read, ack or delete another agent's
@@ -40,10 +41,12 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) 
                  f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared", f"{ns}:shared:*",
                  f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes"]
     # the publish script names every target inbox among its keys: this selector lets EVALSHA name
-    # them and lets XADD (and nothing else) touch them; every other command inside a script is
-    # still checked against the rules above
+    # them and lets XADD (and nothing else) touch them, and lets EXISTS read (only read) the
+    # targets' processed-ledgers, which the script consults to leave out a target that already
+    # processed the signal id; every other command inside a script is still checked against
+    # the rules above
     selector = (f"(~{ns}:stream:* ~{ns}:signal:* ~{ns}:signals ~{ns}:subs:* ~{ns}:agents "
-                f"~{ns}:agent:{me} +evalsha +eval +xadd)")
+                f"~{ns}:agent:{me} %R~{ns}:done:* +evalsha +eval +xadd +exists)")
     return ["reset", "on", f">{password}", *(f"~{p}" for p in patterns), "resetchannels",
             *COMMANDS.split(), selector]
 

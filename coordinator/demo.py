@@ -163,14 +163,24 @@ class Settler:
         self.open: dict[str, list[str]] = {}
         self.seen: list[str] = []
 
-    async def settled(self) -> bool:
+    async def _follow(self) -> bool:
+        """Take in the signals logged since the last look; whether there were any."""
         entries = await self.redis.xrange(self.keys.signal_log(), min=f"({self.cursor}")
         for entry_id, fields in entries:
             self.cursor = entry_id
             self.seen.append(fields["id"])
             self.open[fields["id"]] = [t for t in fields.get("to", "").split(",") if t]
-        if not self.open:
-            return True
+        return bool(entries)
+
+    async def settled(self) -> bool:
+        await self._follow()
+        if self.open:
+            await self._settle_open()
+        # a handler publishes before its cause settles, so a signal logged between the first
+        # look and the status check would be missed: look again, and only an empty look counts
+        return not self.open and not await self._follow()
+
+    async def _settle_open(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
         ids = list(self.open)
         for signal_id in ids:
@@ -179,7 +189,6 @@ class Settler:
         for signal_id, statuses in zip(ids, await pipe.execute(), strict=True):
             if all(s in final for s in statuses):
                 del self.open[signal_id]
-        return not self.open
 
 
 async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: int, speed: float,
