@@ -157,9 +157,11 @@ class AgentRunner:
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
         agent_id = self.agent.agent_id
         backoff = 0.1
+        unsettled: list[Outcome] = []
         while not stop.is_set():
             try:
-                deliveries, new = await self._next_batch(burst)
+                settling, unsettled = unsettled, []  # a failed settle is not sent again: see below
+                deliveries, new = await self._settle_and_read(settling, burst)
                 if not deliveries:
                     if burst:
                         due = await self.redelivery.next_due(agent_id)
@@ -167,9 +169,7 @@ class AgentRunner:
                             return
                         await anyio.sleep(max(0.0, due - now_s()))  # burst waits for its retries
                     continue
-                outcomes = await self._handle_batch(deliveries, new)
-                await self.bus.settle(agent_id, outcomes)
-                self.handled += sum(1 for o in outcomes if o.status is not SignalStatus.FAILED)
+                unsettled = await self._handle_batch(deliveries, new)
                 if backoff > 0.1:
                     self.log.info("redis reachable again")
                 backoff = 0.1
@@ -181,6 +181,43 @@ class AgentRunner:
                 if "NOGROUP" in str(exc):  # inbox or group deleted by hand, or Redis lost its data
                     with contextlib.suppress(RedisUnavailable):
                         await self.bus.ensure_group(agent_id)
+        if unsettled:
+            with contextlib.suppress(RedisUnavailable):
+                await self._settle(unsettled)
+
+    async def _settle_and_read(self, outcomes: list[Outcome], burst: bool) -> tuple[list[Delivery], bool]:
+        """Settle the last batch and ask for the next one at the same time (one round trip where
+        there were two); the next batch is handled only after the settle is applied, so each
+        handler sees the effects of the signals before it.
+
+        A settle that fails is not sent again (its transaction may have been applied with the
+        reply lost, and effects must not apply twice): its entries stay pending and are
+        claimed again after ``claim_idle_s``, and the ledger decides what runs again.
+        """
+        if not outcomes:
+            return await self._next_batch(burst)
+        failures: list[RedisUnavailable] = []
+
+        async def settle() -> None:
+            try:
+                await self._settle(outcomes)
+            except RedisUnavailable as exc:
+                failures.append(exc)
+
+        batch: tuple[list[Delivery], bool] = ([], True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(settle)
+            try:
+                batch = await self._next_batch(burst)
+            except RedisUnavailable as exc:
+                failures.append(exc)  # let the settle finish rather than cancel it mid-flight
+        if failures:
+            raise failures[0]
+        return batch
+
+    async def _settle(self, outcomes: list[Outcome]) -> None:
+        await self.bus.settle(self.agent.agent_id, outcomes)
+        self.handled += sum(1 for o in outcomes if o.status is not SignalStatus.FAILED)
 
     async def _handle_batch(self, deliveries: list[Delivery], new: bool) -> list[Outcome]:
         """Handle a batch while renewing its claim; skip what the ledger says is done (asked only
