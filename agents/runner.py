@@ -10,6 +10,7 @@ for tests and one-shot jobs.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import signal as os_signal
 from dataclasses import replace
@@ -78,6 +79,7 @@ class AgentRunner:
         self.redelivery = Redelivery(bus)
         self._next_orphan_check = 0.0
         self._next_due_check = 0.0
+        self._working: list[str] = []  # inbox entries of the batch being handled
 
     async def run(
         self,
@@ -101,10 +103,12 @@ class AgentRunner:
             await self.agent.setup()
             self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
                           cycle=state.current_cycle, state_version=state.version)
+            gc.freeze()  # start-up objects (modules, models) leave the collector's view: shorter pauses
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat_loop)
+                    tg.start_soon(self._renew_loop)
                     await self._consume(stop, burst)
                     tg.cancel_scope.cancel()
             finally:
@@ -226,21 +230,26 @@ class AgentRunner:
         done = set() if new else await self.bus.processed(
             agent_id, [d.signal.signal_id for d in deliveries if d.signal])
         outcomes: list[Outcome] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._renew_claims, [d.entry_id for d in deliveries])
+        self._working = [d.entry_id for d in deliveries]
+        try:
             for delivery in deliveries:
                 if delivery.signal is not None and delivery.signal.signal_id in done:
                     outcomes.append(Outcome(delivery, SignalStatus.PROCESSED))  # effects applied before
                 else:
                     outcomes.append(await self._handle(delivery))
-            tg.cancel_scope.cancel()
+        finally:
+            self._working = []
         return await self._schedule_failures(outcomes)
 
-    async def _renew_claims(self, entry_ids: list[str]) -> None:
+    async def _renew_loop(self) -> None:
+        """Every third of ``claim_idle_s``, renew the claim on the batch being handled, so a long
+        handler's entries never look idle enough to be claimed by another replica."""
         while True:
             await anyio.sleep(self.settings.claim_idle_s / 3)
-            with contextlib.suppress(RedisUnavailable):
-                await self.redelivery.renew(self.agent.agent_id, self.instance.instance_id, entry_ids)
+            if self._working:
+                with contextlib.suppress(RedisUnavailable):
+                    await self.redelivery.renew(self.agent.agent_id, self.instance.instance_id,
+                                                self._working)
 
     async def _schedule_failures(self, outcomes: list[Outcome]) -> list[Outcome]:
         """FAILED outcomes get their attempt number and a retry time, or become DEAD at the limit."""
