@@ -261,7 +261,7 @@ class Bus:
             fields = await self.redis.hgetall(key)
         if not fields:
             raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
-        delivered = [t for t in fields.get("delivered_to", "").split(",") if t]
+        delivered = targets_of(fields)
         signal = await self._body(signal_id, fields, delivered)
         pipe = self.redis.pipeline(transaction=False)
         for agent_id in delivered:
@@ -318,6 +318,11 @@ def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None 
         return Delivery(entry_id, fields, Signal.from_fields(fields))
     except InvalidInput as exc:
         return Delivery(entry_id, fields, None, f"malformed entry: {exc}")
+
+
+def targets_of(fields: dict[str, str]) -> list[str]:
+    """The agents a signal was delivered to, sorted, from its hash: one ``entry:<agent>`` field each."""
+    return sorted(name[6:] for name in fields if name.startswith("entry:"))
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

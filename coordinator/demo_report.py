@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.bus import targets_of
 from coordinator.decisions import DecisionLog
 from coordinator.keys import Keys
 from coordinator.models import TERMINAL_STATUSES
@@ -71,7 +72,7 @@ class Report:
         final = {s.value for s in TERMINAL_STATUSES}
         for fields in await pipe.execute():
             self.by_type[fields.get("type", "?")] = self.by_type.get(fields.get("type", "?"), 0) + 1
-            for target in filter(None, fields.get("delivered_to", "").split(",")):
+            for target in targets_of(fields):
                 status = fields.get(f"status:{target}", "PENDING")
                 counts = self.statuses.setdefault(target, {})
                 counts[status] = counts.get(status, 0) + 1

@@ -55,6 +55,12 @@ def now_s() -> float:
     return time.time()
 
 
+def stamp_s() -> float:
+    """Current time to the millisecond, as signals carry it: ``1795309716.997`` is 4 bytes
+    shorter than a full float in every retained inbox entry, twice."""
+    return round(time.time(), 3)
+
+
 class Signal(BaseModel):
     """One message on the bus, from ``source_agent`` to ``target_agents`` (empty = subscribers)."""
 
@@ -67,7 +73,7 @@ class Signal(BaseModel):
     severity: Severity = Severity.INFO
     confidence: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     data: dict[str, Any] = Field(default_factory=dict)
-    created_at: float = Field(default_factory=now_s)
+    created_at: float = Field(default_factory=stamp_s)
     expires_at: float = 0.0
     correlation_id: str | None = None
     causation_id: str | None = None
@@ -105,7 +111,7 @@ class Signal(BaseModel):
     def model_post_init(self, __context: Any) -> None:
         """Default ``expires_at`` to 24 h after ``created_at``."""
         if not self.expires_at:
-            object.__setattr__(self, "expires_at", self.created_at + DEFAULT_TTL_S)
+            object.__setattr__(self, "expires_at", round(self.created_at + DEFAULT_TTL_S, 3))
 
     @classmethod
     def create(
@@ -119,8 +125,8 @@ class Signal(BaseModel):
     ) -> Signal:
         """Build a signal, turning validation failures into one-line InvalidInput errors."""
         try:
-            created = fields.pop("created_at", None) or now_s()
-            expires = created + (ttl_s if ttl_s is not None else DEFAULT_TTL_S)
+            created = fields.pop("created_at", None) or stamp_s()
+            expires = round(created + (ttl_s if ttl_s is not None else DEFAULT_TTL_S), 3)
             return cls(
                 signal_type=signal_type,
                 source_agent=source_agent,

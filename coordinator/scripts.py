@@ -14,8 +14,9 @@ from __future__ import annotations
 #       ids (in KEYS order), 9 JSON array of the signal's field name/value pairs ('id', 'type',
 #       'source' first). Two JSON arguments instead of ~25 plain ones: packing arguments is
 #       most of a publisher's client-side cost, decoding them a few microseconds of Redis's.
-# The hash holds type, source, delivered_to and status:/entry:/error: per target; the full
-# fields go to each target's inbox entry (and into the hash only when there is no target).
+# The hash holds the type and, per target, status:/entry:/error:/attempts: (the entry: fields
+# name the targets); the full fields go to each target's inbox entry (and into the hash only
+# when there is no target). Every byte here is paid per retained signal.
 # A target whose processed-ledger already holds the signal id is left out: a handler that
 # publishes again on redelivery, after the first copy's hash expired, reaches nobody twice.
 # So an entry read as new (XREADGROUP '>') is never one its agent already processed.
@@ -48,11 +49,11 @@ for _, t in ipairs(candidates) do
   end
 end
 -- the signal's fields live in the inbox entries (readable with XRANGE); the hash keeps only
--- type, source and per-target status, unless nobody receives the signal
+-- the type and per-target status, unless nobody receives the signal
 if #targets == 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 else
-  redis.call('HSET', KEYS[1], 'type', fields[4], 'source', fields[6])
+  redis.call('HSET', KEYS[1], 'type', fields[4])
 end
 local reply = {1}
 for i, t in ipairs(targets) do
@@ -61,7 +62,6 @@ for i, t in ipairs(targets) do
   reply[#reply + 1] = t
   reply[#reply + 1] = entry
 end
-redis.call('HSET', KEYS[1], 'delivered_to', table.concat(targets, ','))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local log = {'id', fields[2], 'type', fields[4], 'source', fields[6], 'to', table.concat(targets, ',')}
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(log))
