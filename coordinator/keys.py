@@ -83,7 +83,11 @@ class Keys:
 
     def agent(self, agent_id: str) -> str:
         """HASH describing one agent: type, subscriptions, status, counters."""
-        return f"{self.namespace}:agent:{check_agent_id(agent_id)}"
+        return f"{self.agent_prefix()}{check_agent_id(agent_id)}"
+
+    def agent_prefix(self) -> str:
+        """Prefix of agent hash keys, for the publish script (which counts what an agent published)."""
+        return f"{self.namespace}:agent:"
 
     def instances(self, agent_id: str) -> str:
         """HASH instance id -> JSON (host, pid, started_at) of an agent's running replicas."""
@@ -95,12 +99,16 @@ class Keys:
 
     def subscribers(self, signal_type: str) -> str:
         """SET of agent ids subscribed to a signal type (receivers of untargeted signals)."""
-        return f"{self.namespace}:subs:{check_signal_type(signal_type)}"
+        return f"{self.subscribers_prefix()}{check_signal_type(signal_type)}"
+
+    def subscribers_prefix(self) -> str:
+        """Prefix of subscriber set keys, for the publish script (untargeted signals)."""
+        return f"{self.namespace}:subs:"
 
     # --- bus --------------------------------------------------------------------
     def inbox(self, agent_id: str) -> str:
         """STREAM of signals delivered to one agent; its consumer group is named after the agent."""
-        return f"{self.namespace}:stream:{check_agent_id(agent_id)}"
+        return f"{self.inbox_prefix()}{check_agent_id(agent_id)}"
 
     def signal(self, signal_id: str) -> str:
         """HASH of one signal: its fields plus status / entry / error per target; expires."""
@@ -190,7 +198,7 @@ class Keys:
         return f"{self.namespace}:events:{check_agent_id(agent_id)}"
 
     def signal_prefix(self) -> str:
-        """Prefix of signal hash keys (``<prefix><signal id>``), for the settle script."""
+        """Prefix of signal hash keys (``<prefix><signal id>``), for the publish and settle scripts."""
         return f"{self.namespace}:signal:"
 
     def ledger_prefix(self) -> str:
@@ -198,5 +206,5 @@ class Keys:
         return f"{self.namespace}:done:"
 
     def inbox_prefix(self) -> str:
-        """Prefix of inbox stream keys, passed to the publish script for untargeted signals."""
+        """Prefix of inbox stream keys, for the publish script."""
         return f"{self.namespace}:stream:"

@@ -6,69 +6,76 @@ back to EVAL when the server has not seen the script yet).
 
 from __future__ import annotations
 
-# Publish one signal.
-# KEYS: 1 signal hash, 2 signal log stream, 3 subscribers set of the type,
-#       4 registered-agents set, 5 source agent hash, 6.. inbox stream per explicit target
-# ARGV: 1 ttl ms, 2 inbox maxlen, 3 log maxlen, 4 inbox key prefix, 5 allow unregistered (1/0),
-#       6 source agent id, 7 processed-ledger key prefix, 8 JSON array of the explicit target
-#       ids (in KEYS order), 9 JSON array of the signal's field name/value pairs ('id', 'type',
-#       'source' first). Two JSON arguments instead of ~25 plain ones: packing arguments is
-#       most of a publisher's client-side cost, decoding them a few microseconds of Redis's.
-# The hash holds the type and, per target, status:/entry:/error:/attempts: (the entry: fields
-# name the targets); the full fields go to each target's inbox entry (and into the hash only
-# when there is no target). Every byte here is paid per retained signal.
+# Publish a batch of signals (one, for a single publish): one script call, one round trip.
+# KEYS: 1 signal log stream, 2 registered-agents set
+# ARGV: 1 inbox maxlen, 2 log maxlen, 3 allow unregistered targets (1/0), key prefixes of
+#       4 signal hashes, 5 inboxes, 6 processed-ledgers, 7 subscriber sets, 8 agent hashes
+#       (all made by coordinator/keys.py), 9 JSON array with one [hash ttl ms, [explicit target
+#       ids], [field name/value pairs: 'id', 'type', 'source' first]] per signal.
+#       One JSON argument instead of ~25 per signal: packing arguments is most of a
+#       publisher's client-side cost, decoding them a few microseconds of Redis's.
+# Explicit targets must all be registered (else nothing of the batch is written and the reply
+# is an UNKNOWN_AGENT error); a signal without targets goes to the subscribers of its type.
+# Per signal: the hash holds the type and, per target, status:/entry:/error:/attempts: (the
+# entry: fields name the targets); the full fields go to each target's inbox entry (and into
+# the hash only when there is no target). Every byte here is paid per retained signal.
 # A target whose processed-ledger already holds the signal id is left out: a handler that
 # publishes again on redelivery, after the first copy's hash expired, reaches nobody twice.
 # So an entry read as new (XREADGROUP '>') is never one its agent already processed.
-# Returns {1, target, entry, target, entry, ...} or {0} when the signal id already exists
-# (a publisher retrying after a lost reply does not create a second signal).
+# Returns one reply per signal: {1, target, entry, target, entry, ...}, or {0} when the signal
+# id already exists (a publisher retrying after a lost reply does not create a second signal).
 PUBLISH = r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
-local explicit = cjson.decode(ARGV[8])
-local candidates, keyed = {}, {}
-if #explicit > 0 then
-  for i, t in ipairs(explicit) do candidates[i] = t; keyed[t] = KEYS[5 + i] end
-  if ARGV[5] ~= '1' then
-    for _, t in ipairs(explicit) do
-      if redis.call('SISMEMBER', KEYS[4], t) == 0 then
+local batch = cjson.decode(ARGV[9])
+if ARGV[3] ~= '1' then
+  for _, signal in ipairs(batch) do
+    for _, t in ipairs(signal[2]) do
+      if redis.call('SISMEMBER', KEYS[2], t) == 0 then
         return redis.error_reply('UNKNOWN_AGENT ' .. t)
       end
     end
   end
-else
-  candidates = redis.call('SMEMBERS', KEYS[3])
-  table.sort(candidates)
 end
-local fields = cjson.decode(ARGV[9])
-local ledger = ARGV[7]
-local targets, streams = {}, {}
-for _, t in ipairs(candidates) do
-  if redis.call('EXISTS', ledger .. t .. ':' .. fields[2]) == 0 then
-    targets[#targets + 1] = t
-    streams[#streams + 1] = keyed[t] or (ARGV[4] .. t)
+local replies = {}
+for n, signal in ipairs(batch) do
+  local fields = signal[3]
+  local id, kind, source = fields[2], fields[4], fields[6]
+  local hash = ARGV[4] .. id
+  if redis.call('EXISTS', hash) == 1 then
+    replies[n] = {0}
+  else
+    local candidates = signal[2]
+    if #candidates == 0 then
+      candidates = redis.call('SMEMBERS', ARGV[7] .. kind)
+      table.sort(candidates)
+    end
+    local targets = {}
+    for _, t in ipairs(candidates) do
+      if redis.call('EXISTS', ARGV[6] .. t .. ':' .. id) == 0 then targets[#targets + 1] = t end
+    end
+    -- the signal's fields live in the inbox entries (readable with XRANGE); the hash keeps
+    -- only the type and per-target status, unless nobody receives the signal
+    if #targets == 0 then
+      redis.call('HSET', hash, unpack(fields))
+    else
+      redis.call('HSET', hash, 'type', kind)
+    end
+    local reply = {1}
+    for _, t in ipairs(targets) do
+      local entry = redis.call('XADD', ARGV[5] .. t, 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+      redis.call('HSET', hash, 'status:' .. t, 'PENDING', 'entry:' .. t, entry)
+      reply[#reply + 1] = t
+      reply[#reply + 1] = entry
+    end
+    redis.call('PEXPIRE', hash, signal[1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+      'id', id, 'type', kind, 'source', source, 'to', table.concat(targets, ','))
+    if redis.call('SISMEMBER', KEYS[2], source) == 1 then
+      redis.call('HINCRBY', ARGV[8] .. source, 'published', 1)
+    end
+    replies[n] = reply
   end
 end
--- the signal's fields live in the inbox entries (readable with XRANGE); the hash keeps only
--- the type and per-target status, unless nobody receives the signal
-if #targets == 0 then
-  redis.call('HSET', KEYS[1], unpack(fields))
-else
-  redis.call('HSET', KEYS[1], 'type', fields[4])
-end
-local reply = {1}
-for i, t in ipairs(targets) do
-  local entry = redis.call('XADD', streams[i], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-  redis.call('HSET', KEYS[1], 'status:' .. t, 'PENDING', 'entry:' .. t, entry)
-  reply[#reply + 1] = t
-  reply[#reply + 1] = entry
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local log = {'id', fields[2], 'type', fields[4], 'source', fields[6], 'to', table.concat(targets, ',')}
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(log))
-if redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then
-  redis.call('HINCRBY', KEYS[5], 'published', 1)
-end
-return reply
+return replies
 """
 
 # Settle a batch of entries an agent has read: ack them and record each outcome, atomically.
