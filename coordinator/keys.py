@@ -146,7 +146,11 @@ class Keys:
     # --- short-term memory ----------------------------------------------------------------
     def memory_item(self, agent_id: str, item_id: str) -> str:
         """HASH of one private memory item; expires with its TTL."""
-        return f"{self.namespace}:stm:{check_agent_id(agent_id)}:{check_item_id(item_id)}"
+        return f"{self.memory_item_prefix(agent_id)}{check_item_id(item_id)}"
+
+    def memory_item_prefix(self, agent_id: str) -> str:
+        """Prefix of one agent's private memory item keys, for the script that reads them."""
+        return f"{self.namespace}:stm:{check_agent_id(agent_id)}:"
 
     def memory_index(self, agent_id: str) -> str:
         """ZSET item id -> timestamp of an agent's private memory items."""
@@ -154,7 +158,11 @@ class Keys:
 
     def shared_item(self, item_id: str) -> str:
         """HASH of one shared memory item (``visible_to`` says who may read it); expires."""
-        return f"{self.namespace}:shared:{check_item_id(item_id)}"
+        return f"{self.shared_item_prefix()}{check_item_id(item_id)}"
+
+    def shared_item_prefix(self) -> str:
+        """Prefix of shared memory item keys, for the script that reads them."""
+        return f"{self.namespace}:shared:"
 
     def shared_index(self) -> str:
         """ZSET item id -> timestamp of shared memory items."""

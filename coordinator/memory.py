@@ -72,6 +72,20 @@ class MemoryItem(BaseModel):
         return self.model_dump(mode="json")
 
 
+Row = tuple[str, dict[str, str]]  # an item id and its stored fields, not yet decoded
+
+
+def _build(rows: Iterable[Row]) -> list[MemoryItem]:
+    """Decode stored items; one edited by hand into nonsense is skipped, not fatal."""
+    items = []
+    for item_id, fields in rows:
+        try:
+            items.append(MemoryItem.from_fields(item_id, fields))
+        except (KeyError, ValueError, ValidationError):
+            continue
+    return items
+
+
 class ShortTermMemory:
     """One agent's working memory, plus the shared items it may read."""
 
@@ -124,17 +138,24 @@ class ShortTermMemory:
 
     async def items(self, *, include_shared: bool = True) -> list[MemoryItem]:
         """Every live item this agent may read: its own, plus shared ones visible to it."""
+        return _build(await self._rows(include_shared))
+
+    async def _rows(self, include_shared: bool) -> list[Row]:
+        """The stored fields of every live item this agent may read (decoded lazily: building
+        10,000 models to return the best 5 was most of a recall's time)."""
         own = await self._load(self.keys.memory_index(self.agent_id),
-                               lambda i: self.keys.memory_item(self.agent_id, i))
+                               self.keys.memory_item_prefix(self.agent_id))
         if not include_shared:
             return own
-        shared = await self._load(self.keys.shared_index(), self.keys.shared_item)
-        visible = [i for i in shared
-                   if i.owner == self.agent_id or EVERYONE in i.visible_to
-                   or self.agent_id in i.visible_to]
+        shared = await self._load(self.keys.shared_index(), self.keys.shared_item_prefix())
+        visible = []
+        for row in shared:
+            readers = row[1].get("visible_to", "").split(",")
+            if row[1].get("owner") == self.agent_id or EVERYONE in readers or self.agent_id in readers:
+                visible.append(row)
         return own + visible
 
-    async def _load(self, index: str, key_of: Callable[[str], str]) -> list[MemoryItem]:
+    async def _load(self, index: str, item_prefix: str) -> list[Row]:
         since = self.clock() - self.settings.stm_window_s
         async with translate_redis_errors():
             ids = await self.redis.zrangebyscore(index, since, "+inf")
@@ -142,19 +163,12 @@ class ShortTermMemory:
                 return []
             pipe = self.redis.pipeline(transaction=False)
             for item_id in ids:
-                pipe.hgetall(key_of(item_id))
+                pipe.hgetall(item_prefix + item_id)
             rows = await pipe.execute()
             gone = [item_id for item_id, fields in zip(ids, rows, strict=True) if not fields]
             if gone:
                 await self.redis.zrem(index, *gone)
-        items = []
-        for item_id, fields in zip(ids, rows, strict=True):
-            if fields:
-                try:
-                    items.append(MemoryItem.from_fields(item_id, fields))
-                except (KeyError, ValueError, ValidationError):
-                    continue  # an item edited by hand into nonsense is skipped, not fatal
-        return items
+        return [(item_id, fields) for item_id, fields in zip(ids, rows, strict=True) if fields]
 
     async def recall(
         self, query: str = "", *, kind: str | None = None, symbol: str | None = None,
@@ -162,23 +176,47 @@ class ShortTermMemory:
     ) -> list[tuple[float, MemoryItem]]:
         """The ``topk`` most relevant items (relevance, item), best first."""
         now, query_words = self.clock(), words(query)
-        scored = [
-            (relevance(i.score, now - i.timestamp, query_words, i.content,
-                       self.settings.recall_half_life_s), i)
-            for i in await self.items(include_shared=include_shared)
-            if (kind is None or i.kind == kind) and (symbol is None or i.symbol == symbol)
-        ]
-        scored.sort(key=lambda pair: (-pair[0], -pair[1].timestamp))
-        return scored[:topk]
+        ranked: list[tuple[float, float, Row]] = []
+        for row in await self._rows(include_shared):
+            fields = row[1]
+            if (kind is not None and fields.get("kind") != kind) or (
+                    symbol is not None and fields.get("symbol") != symbol):
+                continue
+            try:
+                timestamp, score = float(fields["timestamp"]), float(fields.get("score", 0))
+            except (KeyError, ValueError):
+                continue  # edited by hand into nonsense: skipped, as _build would
+            ranked.append((relevance(score, now - timestamp, query_words, fields.get("content", ""),
+                                     self.settings.recall_half_life_s), timestamp, row))
+        ranked.sort(key=lambda r: (-r[0], -r[1]))
+        best: list[tuple[float, MemoryItem]] = []
+        for value, _timestamp, row in ranked:
+            built = _build([row])
+            best += [(value, item) for item in built]
+            if len(best) >= topk:
+                break
+        return best[:topk]
 
     async def recent(
         self, kind: str | None = None, symbol: str | None = None, n: int = 10
     ) -> list[MemoryItem]:
         """The ``n`` newest items, ignoring decay, newest first."""
-        items = [i for i in await self.items()
-                 if (kind is None or i.kind == kind) and (symbol is None or i.symbol == symbol)]
-        items.sort(key=lambda i: -i.timestamp)
-        return items[:n]
+        dated: list[tuple[float, Row]] = []
+        for row in await self._rows(True):
+            fields = row[1]
+            if (kind is None or fields.get("kind") == kind) and (
+                    symbol is None or fields.get("symbol") == symbol):
+                try:
+                    dated.append((float(fields["timestamp"]), row))
+                except (KeyError, ValueError):
+                    continue
+        dated.sort(key=lambda pair: -pair[0])
+        newest: list[MemoryItem] = []
+        for _timestamp, row in dated:
+            newest += _build([row])
+            if len(newest) >= n:
+                break
+        return newest[:n]
 
     async def summarize(self, symbol: str | None = None, lookback_s: float = 86_400) -> dict[str, Any]:
         """Counts by kind and mean score of the items of the last ``lookback_s`` seconds."""
