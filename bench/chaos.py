@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+from redis import exceptions as redis_errors
 
 from coordinator.bus import Bus
 from coordinator.connection import open_client
@@ -173,8 +174,8 @@ async def _until(predicate: object, limit_s: float) -> None:
             try:
                 if await predicate():  # type: ignore[operator]
                     return
-            except RedisUnavailable:
-                pass
+            except (RedisUnavailable, redis_errors.ConnectionError):
+                pass  # the server is still starting (or loading its AOF after the restart)
             await anyio.sleep(0.2)
 
 
