@@ -101,8 +101,9 @@ async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(redis: Any) -> int:
         rows = await Bus(redis, settings).recent(args.limit)
-        if args.json:
-            print_json(rows)
+        if args.json:  # named like the table and like `publish --json`
+            print_json([{"signal_id": r.get("id"), "entry": r["entry"], "type": r.get("type"),
+                         "source": r.get("source"), "to": r.get("to", "")} for r in rows])
             return 0
         print_table(
             [{"signal_id": r.get("id"), "time": clock(int(r["entry"].split("-")[0]) / 1000),

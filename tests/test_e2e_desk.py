@@ -47,7 +47,7 @@ def test_desk_learns_the_planted_regularity_and_reports_true_numbers(tmp_path: P
     assert signals is not None
     counted = {kind: int(n) for n, kind in (part.split(" ") for part in signals.group(1).split(", "))}
     listed = cli_json(tmp_path, env, "signals", "--limit", "5000")
-    assert isinstance(listed, list)
+    assert isinstance(listed, list) and all(len(row["signal_id"]) == 26 for row in listed)
     by_type: dict[str, int] = {}
     for row in listed:
         by_type[row["type"]] = by_type.get(row["type"], 0) + 1
