@@ -10,7 +10,6 @@ for tests and one-shot jobs.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import signal as os_signal
 from dataclasses import replace
@@ -103,7 +102,6 @@ class AgentRunner:
             await self.agent.setup()
             self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
                           cycle=state.current_cycle, state_version=state.version)
-            gc.freeze()  # start-up objects (modules, models) leave the collector's view: shorter pauses
             task_status.started()
             try:
                 async with anyio.create_task_group() as tg:
