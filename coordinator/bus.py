@@ -194,7 +194,7 @@ class Bus:
                             outcome.status.value, outcome.reason, original,
                             repr(round(outcome.retry_at, 6)), str(outcome.attempts)])
         args = [agent_id, DLQ_MAXLEN, round(now_s(), 6), self.settings.ledger_ttl_ms,
-                self.keys.signal_prefix(), self.keys.ledger_prefix() + f"{agent_id}:",
+                self.keys.signal_prefix(), self.keys.agent_ledger_prefix(agent_id),
                 json.dumps(entries, separators=(",", ":"))]
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=True)

@@ -120,7 +120,11 @@ class Keys:
 
     def ledger(self, agent_id: str, signal_id: str) -> str:
         """STRING with a TTL: ``signal_id`` was processed by ``agent_id`` (its effects applied)."""
-        return f"{self.ledger_prefix()}{check_agent_id(agent_id)}:{check_signal_id(signal_id)}"
+        return f"{self.agent_ledger_prefix(agent_id)}{check_signal_id(signal_id)}"
+
+    def agent_ledger_prefix(self, agent_id: str) -> str:
+        """Prefix of one agent's processed-ledger keys, for the settle script."""
+        return f"{self.ledger_prefix()}{check_agent_id(agent_id)}:"
 
     def signal_log(self) -> str:
         """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""

@@ -75,6 +75,21 @@ class MemoryItem(BaseModel):
 Row = tuple[str, dict[str, str]]  # an item id and its stored fields, not yet decoded
 
 
+def _dated(rows: Iterable[Row], kind: str | None, symbol: str | None) -> list[tuple[float, Row]]:
+    """The rows of ``kind`` about ``symbol`` (None: any) with their timestamps; a row whose
+    timestamp is unreadable is skipped, as :func:`_build` would skip it."""
+    dated = []
+    for row in rows:
+        fields = row[1]
+        if (kind is None or fields.get("kind") == kind) and (
+                symbol is None or fields.get("symbol") == symbol):
+            try:
+                dated.append((float(fields["timestamp"]), row))
+            except (KeyError, ValueError):
+                continue
+    return dated
+
+
 def _build(rows: Iterable[Row]) -> list[MemoryItem]:
     """Decode stored items; one edited by hand into nonsense is skipped, not fatal."""
     items = []
@@ -177,46 +192,32 @@ class ShortTermMemory:
         """The ``topk`` most relevant items (relevance, item), best first."""
         now, query_words = self.clock(), words(query)
         ranked: list[tuple[float, float, Row]] = []
-        for row in await self._rows(include_shared):
-            fields = row[1]
-            if (kind is not None and fields.get("kind") != kind) or (
-                    symbol is not None and fields.get("symbol") != symbol):
-                continue
+        for timestamp, row in _dated(await self._rows(include_shared), kind, symbol):
             try:
-                timestamp, score = float(fields["timestamp"]), float(fields.get("score", 0))
-            except (KeyError, ValueError):
+                score = float(row[1].get("score", 0))
+            except ValueError:
                 continue  # edited by hand into nonsense: skipped, as _build would
-            ranked.append((relevance(score, now - timestamp, query_words, fields.get("content", ""),
+            ranked.append((relevance(score, now - timestamp, query_words, row[1].get("content", ""),
                                      self.settings.recall_half_life_s), timestamp, row))
         ranked.sort(key=lambda r: (-r[0], -r[1]))
         best: list[tuple[float, MemoryItem]] = []
         for value, _timestamp, row in ranked:
-            built = _build([row])
-            best += [(value, item) for item in built]
+            best += [(value, item) for item in _build([row])]
             if len(best) >= topk:
                 break
-        return best[:topk]
+        return best
 
     async def recent(
         self, kind: str | None = None, symbol: str | None = None, n: int = 10
     ) -> list[MemoryItem]:
         """The ``n`` newest items, ignoring decay, newest first."""
-        dated: list[tuple[float, Row]] = []
-        for row in await self._rows(True):
-            fields = row[1]
-            if (kind is None or fields.get("kind") == kind) and (
-                    symbol is None or fields.get("symbol") == symbol):
-                try:
-                    dated.append((float(fields["timestamp"]), row))
-                except (KeyError, ValueError):
-                    continue
-        dated.sort(key=lambda pair: -pair[0])
+        dated = sorted(_dated(await self._rows(True), kind, symbol), key=lambda pair: -pair[0])
         newest: list[MemoryItem] = []
         for _timestamp, row in dated:
             newest += _build([row])
             if len(newest) >= n:
                 break
-        return newest[:n]
+        return newest
 
     async def summarize(self, symbol: str | None = None, lookback_s: float = 86_400) -> dict[str, Any]:
         """Counts by kind and mean score of the items of the last ``lookback_s`` seconds."""
