@@ -12,20 +12,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal as os_signal
-from dataclasses import replace
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import RedisError
 from structlog.contextvars import bound_contextvars
 
 from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
-from coordinator.bus import Bus, Delivery, Outcome
+from coordinator.bus import Bus, Delivery, Outcome, entry_order
 from coordinator.errors import InvalidInput, RedisUnavailable, UnknownAgent
 from coordinator.logs import get_logger
 from coordinator.models import SignalStatus, now_s
-from coordinator.redelivery import Redelivery, backoff_s
+from coordinator.redelivery import Redelivery
 from coordinator.registry import Instance, Registry
 
 BUILTIN_AGENTS = {
@@ -35,14 +35,13 @@ BUILTIN_AGENTS = {
 }
 
 MAX_REASON = 500
-DUE_CHECK_S = 0.05  # how often a busy consumer looks for retries that are due
 
 
 class Permanent(Exception):
     """Raise from a handler when retrying cannot help: the signal is dead-lettered at once."""
 
 
-PERMANENT = (Permanent, InvalidInput, UnknownAgent)
+PERMANENT = (Permanent, InvalidInput, UnknownAgent)  # InboxFull is not: retrying later can help
 
 
 def load_agent_class(spec: str) -> type[Agent]:
@@ -77,8 +76,15 @@ class AgentRunner:
         self.handled = 0
         self.redelivery = Redelivery(bus)
         self._next_orphan_check = 0.0
-        self._next_due_check = 0.0
+        self._due_at: float | None = None  # when a retry this replica scheduled comes due (wall clock)
+        self._suspect_upto: tuple[int, int] | None = None  # entries up to here may be settled already
         self._working: list[str] = []  # inbox entries of the batch being handled
+        self._read_scope: anyio.CancelScope | None = None
+
+    @property
+    def consumer(self) -> str:
+        """This replica's consumer name in the agent's group (its instance id)."""
+        return self.instance.instance_id
 
     async def run(
         self,
@@ -98,6 +104,7 @@ class AgentRunner:
                 version=self.agent.version,
             )
             await self.bus.ensure_group(agent_id)
+            self._due_at = await self.redelivery.next_due(agent_id)
             state = await self.memory.load_state(self.agent.version)
             await self.agent.setup()
             self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
@@ -107,6 +114,7 @@ class AgentRunner:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat_loop)
                     tg.start_soon(self._renew_loop)
+                    tg.start_soon(self._interrupt_read_on, stop)
                     await self._consume(stop, burst)
                     tg.cancel_scope.cancel()
             finally:
@@ -136,65 +144,98 @@ class AgentRunner:
                     self.log.warning("heartbeat failed", error=str(exc))
                 failing = True
 
-    async def _next_batch(self, burst: bool) -> tuple[list[Delivery], bool]:
-        """Reclaimed orphans and due retries first, else new entries (blocking read); and whether
-        the entries are new (never delivered before, so the processed-ledger cannot hold them:
-        the publish script leaves out a target that already processed the signal id)."""
-        agent_id, consumer = self.agent.agent_id, self.instance.instance_id
+    async def _interrupt_read_on(self, stop: anyio.Event) -> None:
+        """A stop request ends a blocking read at once (an idle agent blocks for seconds)."""
+        await stop.wait()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def _next_batch(self, burst: bool) -> list[Delivery]:
+        """Reclaimed orphans and due retries first, else new entries (a blocking read)."""
+        agent_id, consumer = self.agent.agent_id, self.consumer
         count = self.settings.read_batch
         if anyio.current_time() >= self._next_orphan_check:
-            self._next_orphan_check = anyio.current_time() + min(1.0, self.settings.claim_idle_s / 2)
+            self._next_orphan_check = anyio.current_time() + min(5.0, self.settings.claim_idle_s / 2)
             orphans = await self.redelivery.orphans(agent_id, consumer, count)
             if orphans:
-                self.log.info("reclaimed signals of a dead replica", count=len(orphans))
-                return orphans, False
-        if burst or anyio.current_time() >= self._next_due_check:  # not a round trip per batch
-            self._next_due_check = anyio.current_time() + DUE_CHECK_S
-            due = await self.redelivery.due(agent_id, consumer, count)
+                self.log.info("reclaimed signals of a dead or stalled replica", count=len(orphans))
+                return orphans
+        if self._due_at is not None and now_s() >= self._due_at:
+            due, bad = await self.redelivery.due(agent_id, consumer, count)
+            if bad:
+                self.log.warning("removed retry schedule members that are not entry ids",
+                                 members=[b[:80] for b in bad[:10]], count=len(bad))
+            self._due_at = now_s() if len(due) + len(bad) >= count else (
+                await self.redelivery.next_due(agent_id))
             if due:
-                return due, False
-        block = None if burst else self.settings.read_block_ms
-        return await self.bus.read(agent_id, consumer, count=count, block_ms=block), True
+                return due
+        block: int | None = None
+        if not burst:
+            block = self.settings.read_block_ms
+            if self._due_at is not None:
+                block = max(1, min(block, int((self._due_at - now_s()) * 1000) + 1))
+        deliveries: list[Delivery] = []
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            try:
+                deliveries = await self.bus.read(agent_id, consumer, count=count, block_ms=block)
+            finally:
+                self._read_scope = None
+        return deliveries
 
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
-        agent_id = self.agent.agent_id
         backoff = 0.1
         unsettled: list[Outcome] = []
         while not stop.is_set():
             try:
                 settling, unsettled = unsettled, []  # a failed settle is not sent again: see below
-                deliveries, new = await self._settle_and_read(settling, burst)
+                deliveries = await self._settle_and_read(settling, burst)
                 if not deliveries:
                     if burst:
-                        due = await self.redelivery.next_due(agent_id)
-                        if due is None:
+                        if self._due_at is None:
                             return
-                        await anyio.sleep(max(0.0, due - now_s()))  # burst waits for its retries
+                        await anyio.sleep(max(0.0, self._due_at - now_s()))  # burst waits for retries
                     continue
-                unsettled = await self._handle_batch(deliveries, new)
+                unsettled = await self._handle_batch(deliveries)
                 if backoff > 0.1:
                     self.log.info("redis reachable again")
                 backoff = 0.1
             except RedisUnavailable as exc:
+                if "NOGROUP" in str(exc):  # the group was destroyed, or Redis lost its data
+                    await self._recreate_group()
+                    continue
                 if backoff == 0.1:
                     self.log.warning("redis unavailable, retrying", error=str(exc))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                if "NOGROUP" in str(exc):  # inbox or group deleted by hand, or Redis lost its data
-                    with contextlib.suppress(RedisUnavailable):
-                        await self.bus.ensure_group(agent_id)
         if unsettled:
             with contextlib.suppress(RedisUnavailable):
                 await self._settle(unsettled)
 
-    async def _settle_and_read(self, outcomes: list[Outcome], burst: bool) -> tuple[list[Delivery], bool]:
+    async def _recreate_group(self) -> None:
+        """Recreate a lost consumer group from the start of the inbox; what it delivers again is
+        checked against the ledger, so nothing settled runs (or applies) twice. Logged once."""
+        agent_id = self.agent.agent_id
+        try:
+            last = await self.bus.redis.xrevrange(self.bus.keys.inbox(agent_id), count=1)
+            created = await self.bus.ensure_group(agent_id)
+        except (RedisUnavailable, RedisError) as exc:
+            self.log.warning("could not recreate the consumer group", error=str(exc))
+            await anyio.sleep(1.0)
+            return
+        if last:
+            self._suspect_upto = entry_order(str(last[0][0]))
+        if created:
+            self.log.warning("consumer group was missing; recreated it from the start of the inbox "
+                             "(signals already settled are skipped)")
+
+    async def _settle_and_read(self, outcomes: list[Outcome], burst: bool) -> list[Delivery]:
         """Settle the last batch and ask for the next one at the same time (one round trip where
         there were two); the next batch is handled only after the settle is applied, so each
         handler sees the effects of the signals before it.
 
-        A settle that fails is not sent again (its transaction may have been applied with the
-        reply lost, and effects must not apply twice): its entries stay pending and are
-        claimed again after ``claim_idle_s``, and the ledger decides what runs again.
+        A settle that fails is not sent again: its entries stay pending and are claimed again
+        after ``claim_idle_s``, and the settle script's fence decides what applies.
         """
         if not outcomes:
             return await self._next_batch(burst)
@@ -206,7 +247,7 @@ class AgentRunner:
             except RedisUnavailable as exc:
                 failures.append(exc)
 
-        batch: tuple[list[Delivery], bool] = ([], True)
+        batch: list[Delivery] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(settle)
             try:
@@ -218,26 +259,47 @@ class AgentRunner:
         return batch
 
     async def _settle(self, outcomes: list[Outcome]) -> None:
-        await self.bus.settle(self.agent.agent_id, outcomes)
-        self.handled += sum(1 for o in outcomes if o.status is not SignalStatus.FAILED)
+        result = await self.bus.settle(self.agent.agent_id, self.consumer, outcomes)
+        self.handled += result.processed + result.dead
+        if result.failed:
+            due = now_s() + self.settings.retry_base_s / 2
+            self._due_at = due if self._due_at is None else min(self._due_at, due)
+        if result.superseded:
+            self.log.warning("settle superseded: another replica took these signals over while this "
+                             "one was paused or stalled; nothing of them was applied here",
+                             count=result.superseded)
+        told = {o.delivery.entry_id for o in outcomes if o.status is not SignalStatus.FAILED}
+        for entry, reason in result.dead_letters:
+            if entry not in told:  # the settle script decided it (retries used up, effect rejected)
+                self.log.warning("signal dead-lettered", entry=entry, reason=reason)
 
-    async def _handle_batch(self, deliveries: list[Delivery], new: bool) -> list[Outcome]:
-        """Handle a batch while renewing its claim; skip what the ledger says is done (asked only
-        for redeliveries: new entries cannot be in it, and asking costs a round trip)."""
+    async def _handle_batch(self, deliveries: list[Delivery]) -> list[Outcome]:
+        """Handle a batch while renewing its claim; skip what the ledger says is settled (asked
+        only for entries that may have been delivered before: a new entry cannot be settled)."""
         agent_id = self.agent.agent_id
-        done = set() if new else await self.bus.processed(
-            agent_id, [d.signal.signal_id for d in deliveries if d.signal])
+        suspect = [d.signal.signal_id for d in deliveries if d.signal and self._maybe_settled(d)]
+        done = await self.bus.processed(agent_id, suspect) if suspect else set()
         outcomes: list[Outcome] = []
         self._working = [d.entry_id for d in deliveries]
         try:
             for delivery in deliveries:
                 if delivery.signal is not None and delivery.signal.signal_id in done:
-                    outcomes.append(Outcome(delivery, SignalStatus.PROCESSED))  # effects applied before
+                    outcomes.append(Outcome(delivery, SignalStatus.PROCESSED))  # settled before: ack only
                 else:
                     outcomes.append(await self._handle(delivery))
         finally:
             self._working = []
-        return await self._schedule_failures(outcomes)
+        return outcomes
+
+    def _maybe_settled(self, delivery: Delivery) -> bool:
+        if delivery.redelivered:
+            return True
+        if self._suspect_upto is None:
+            return False
+        if entry_order(delivery.entry_id) <= self._suspect_upto:
+            return True
+        self._suspect_upto = None  # past the entries a recreated group delivers again
+        return False
 
     async def _renew_loop(self) -> None:
         """Every third of ``claim_idle_s``, renew the claim on the batch being handled, so a long
@@ -246,32 +308,7 @@ class AgentRunner:
             await anyio.sleep(self.settings.claim_idle_s / 3)
             if self._working:
                 with contextlib.suppress(RedisUnavailable):
-                    await self.redelivery.renew(self.agent.agent_id, self.instance.instance_id,
-                                                self._working)
-
-    async def _schedule_failures(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """FAILED outcomes get their attempt number and a retry time, or become DEAD at the limit."""
-        failed = [o for o in outcomes if o.status is SignalStatus.FAILED and o.delivery.signal]
-        if not failed:
-            return outcomes
-        agent_id = self.agent.agent_id
-        before = await self.bus.attempts(agent_id, [o.delivery.signal.signal_id for o in failed
-                                                    if o.delivery.signal])
-        result = []
-        for outcome in outcomes:
-            signal = outcome.delivery.signal
-            if outcome.status is not SignalStatus.FAILED or signal is None:
-                result.append(outcome)
-                continue
-            attempts = before.get(signal.signal_id, 0) + 1
-            if attempts >= self.settings.max_deliveries:
-                self.log.warning("signal dead-lettered after retries", signal_id=signal.signal_id,
-                                 attempts=attempts, reason=outcome.reason)
-                result.append(replace(outcome, status=SignalStatus.DEAD, attempts=attempts))
-            else:
-                delay = backoff_s(attempts, self.settings.retry_base_s, self.settings.retry_max_s)
-                result.append(replace(outcome, attempts=attempts, retry_at=now_s() + delay))
-        return result
+                    await self.redelivery.renew(self.agent.agent_id, self.consumer, self._working)
 
     async def _handle(self, delivery: Delivery) -> Outcome:
         signal = delivery.signal

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from coordinator.bus import Bus
+from coordinator.effects import Effect, make_effect
 from coordinator.ids import derived_id
 from coordinator.keys import check_item_id, check_signal_type
 from coordinator.models import Severity, Signal
@@ -56,16 +57,25 @@ class Context:
         self.cause = cause
         self._memory = memory
         self.published: list[str] = []
-        self.effects: list[Callable[[Any], None]] = []
+        self.effects: list[Effect] = []
         self._decisions = 0
 
-    def effect(self, apply: Callable[[Any], None]) -> None:
-        """Queue Redis commands (``apply(pipeline)``) to run atomically with this signal's ack.
+    def effect(self, command: str, key: str, *args: str | int | float) -> None:
+        """Queue one Redis write to apply, exactly once, when this signal is settled.
 
-        They run exactly once: if the process dies before the ack, they never ran and the
-        signal is handled again; after the ack, the signal is not handled again.
+        ``ctx.effect("HINCRBY", ctx.key("wins"), "BTC", 1)``. Allowed: single-key writes
+        (SET DEL EXPIRE PEXPIRE INCRBY INCRBYFLOAT HSET HDEL HINCRBY HINCRBYFLOAT SADD SREM ZADD
+        ZINCRBY ZREM LPUSH RPUSH LTRIM XADD). They are applied in the same atomic step as the
+        ack, only if this replica still owns the signal and it is not settled yet: if the process
+        dies, pauses or stalls before that, none applied and the signal is handled again; after
+        it, never again. Raises InvalidInput for a command or argument that cannot apply.
         """
-        self.effects.append(apply)
+        self.effects.append(make_effect(self.bus.keys, command, key, *args))
+
+    def key(self, name: str) -> str:
+        """A key of this agent's own for effects (``<ns>:fx:{<agent>}:<name>``): it shares the
+        agent's cluster slot, so its effects stay atomic with the ack on a Redis Cluster too."""
+        return self.bus.keys.effect_key(self.agent_id, name)
 
     @property
     def memory(self) -> AgentMemory:

@@ -15,7 +15,7 @@ class Counter(Agent):
     async def on_work(self, signal: Signal, ctx: Context) -> None:
         """Count the signal, atomically with its ack."""
         key = f"{ctx.bus.keys.prefix}test:applied"
-        ctx.effect(lambda pipe: pipe.hincrby(key, signal.signal_id, 1))
+        ctx.effect("HINCRBY", key, signal.signal_id, 1)
 
 
 class Sink(Agent):
@@ -40,4 +40,4 @@ class LatencyProbe(Agent):
 
         latency_ms = (time.time() - float(signal.data["sent_at"])) * 1000
         key = f"{ctx.bus.keys.prefix}bench:latency"
-        ctx.effect(lambda pipe: pipe.rpush(key, f"{latency_ms:.4f}"))
+        ctx.effect("RPUSH", key, f"{latency_ms:.4f}")

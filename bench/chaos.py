@@ -133,8 +133,8 @@ async def run_chaos(signals: int, kill_every: int, workdir: Path, seed: int = 11
                 await server.wait()
                 server = await anyio.open_process(_redis_argv(binaries.server, port, redis_dir))
                 restarts += 1
-        await _until(lambda: _all_settled(client, keys, sent), 180)
-        statuses = await _statuses(client, keys, sent)
+        await _until(lambda: _all_settled(bus, sent), 180)
+        statuses = await _statuses(bus, sent)
         applied = await client.hgetall(f"{keys.prefix}test:applied")
     finally:
         procs.stop()
@@ -155,16 +155,15 @@ async def _registered(client: object, keys: Keys) -> bool:
     return bool(await client.scard(keys.agents()) >= len(AGENTS))  # type: ignore[attr-defined]
 
 
-async def _statuses(client: object, keys: Keys, sent: list[Signal]) -> list[list[str | None]]:
-    pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-    for s in sent:
-        pipe.hmget(keys.signal(s.signal_id), [f"status:{a}" for a in AGENTS])
-    return list(await pipe.execute())
+async def _statuses(bus: Bus, sent: list[Signal]) -> list[list[str]]:
+    """Each signal's status per target, as text."""
+    found = iter(await bus.statuses([(s.signal_id, a) for s in sent for a in AGENTS]))
+    return [[next(found).value for _ in AGENTS] for _ in sent]
 
 
-async def _all_settled(client: object, keys: Keys, sent: list[Signal]) -> bool:
+async def _all_settled(bus: Bus, sent: list[Signal]) -> bool:
     final = {t.value for t in TERMINAL_STATUSES}
-    return all(v in final for row in await _statuses(client, keys, sent) for v in row)
+    return all(v in final for row in await _statuses(bus, sent) for v in row)
 
 
 async def _until(predicate: object, limit_s: float) -> None:

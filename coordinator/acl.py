@@ -2,12 +2,12 @@
 
 An agent user may:
 
-* read, ack and claim entries of **its own** inbox (``hive:stream:<id>``), and write its own
-  registry entry, heartbeats, state, memory, decision indexes, events, retries and dead letters;
-* publish: write signal hashes and the signal log, and — through a Redis 7 *selector* that
-  allows ``XADD`` (and the ``EVALSHA`` of the publish script that names the inboxes) and
-  nothing else — append to other agents' inboxes, and see (``EXISTS`` only) whether a target
-  already processed a signal id;
+* read, ack and claim entries of **its own** inbox (``hive:inbox:{<id>}``), and write its own
+  registry entry, heartbeats, pending records, ledger, state, memory, decision indexes,
+  events, retries and dead letters (every key with its hash tag ``{<id>}``);
+* publish: write signal keys and the signal log, and — through Redis 7 *selectors* that pair
+  each command with the keys it may touch — append (``XADD`` only) to other agents' inboxes,
+  add their pending records, and read (``ZSCORE`` only) their ledgers;
 * read and write shared memory, decisions (keyed by decision id) and the learning queue.
 
 It cannot read another agent's state or memory, nor read, ack or delete another agent's
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from coordinator.keys import Keys, check_agent_id
+from coordinator.keys import Keys, check_agent_id, tag
 
 PASSWORD_PLACEHOLDER = "REPLACE_WITH_A_SECRET"
 COMMANDS = ("+@read +@write +@stream +@hash +@set +@sortedset +@string +@list +@keyspace "
@@ -31,24 +31,32 @@ def agent_user(agent_id: str) -> str:
     return f"hivebus-agent-{check_agent_id(agent_id)}"
 
 
+OWN_KINDS = ("inbox", "pending", "done", "status", "retry", "dlq", "agent", "state", "stm", "decisions",
+             "events", "fx", "hb")
+
+
 def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
     """``ACL SETUSER`` arguments (after the user name) for one agent."""
-    ns, me = keys.namespace, check_agent_id(agent_id)
-    own = [f"{ns}:{kind}:{me}" for kind in ("stream", "agent", "state", "stm", "decisions",
-                                            "events", "retry", "dlq")]
+    ns, me = keys.namespace, tag(agent_id)
+    own = [f"{ns}:{kind}:{me}" for kind in OWN_KINDS]
     patterns = [p for key in own for p in (key, f"{key}:*")]
-    patterns += [f"{ns}:hb:{me}:*", f"{ns}:done:{me}:*", f"{ns}:agents", f"{ns}:subs:*",
-                 f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared", f"{ns}:shared:*",
-                 f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes"]
-    # the publish script names every target inbox among its keys: this selector lets EVALSHA name
-    # them and lets XADD (and nothing else) touch them, and lets EXISTS read (only read) the
-    # targets' processed-ledgers, which the script consults to leave out a target that already
-    # processed the signal id; every other command inside a script is still checked against
-    # the rules above
-    selector = (f"(~{ns}:stream:* ~{ns}:signal:* ~{ns}:signals ~{ns}:subs:* ~{ns}:agents "
-                f"~{ns}:agent:{me} %R~{ns}:done:* +evalsha +eval +xadd +exists)")
+    patterns += [f"{ns}:agents", f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
+                 f"{ns}:shared:*", f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes",
+                 f"{ns}:layout"]
+    # Publishing: the publish script declares each target's inbox, pending record and ledger
+    # among its keys. One selector lets EVAL/EVALSHA name them; inside the script every command
+    # is checked again, and these selectors pair each command with the keys it may touch:
+    # XADD to inboxes, HSET/HEXISTS/HLEN of pending records, ZSCORE (read only) of ledgers.
+    publish_keys = [f"{ns}:inbox:*", f"{ns}:pending:*", f"{ns}:done:*", f"{ns}:signal:*",
+                    f"{ns}:signals", f"{ns}:subs:*", f"{ns}:agents", f"{ns}:agent:{me}"]
+    selectors = [
+        "(" + " ".join([*(f"~{k}" for k in publish_keys), "+evalsha", "+eval"]) + ")",
+        f"(~{ns}:inbox:* +xadd +type)",
+        f"(~{ns}:pending:* +hset +hexists +hlen +type)",
+        f"(%R~{ns}:done:* +zscore +type)",
+    ]
     return ["reset", "on", f">{password}", *(f"~{p}" for p in patterns), "resetchannels",
-            *COMMANDS.split(), selector]
+            *COMMANDS.split(), *selectors]
 
 
 def coordinator_rule(keys: Keys, password: str = PASSWORD_PLACEHOLDER) -> list[str]:

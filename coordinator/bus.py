@@ -11,14 +11,16 @@ settling a batch (ack + status + dead letters) is one more script call.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidInput, NotFound, UnknownAgent
+from coordinator.effects import Effect
+from coordinator.errors import BadKey, InboxFull, InvalidInput, NotFound, UnknownAgent
 from coordinator.keys import Keys, check_signal_id
 from coordinator.models import Signal, SignalStatus, now_s
 from coordinator.scripts import PUBLISH, SETTLE
@@ -26,33 +28,47 @@ from coordinator.settings import Settings
 
 DLQ_MAXLEN = 100_000
 PUBLISH_CHUNK = 256  # signals per publish-script call: one round trip, Redis busy ~6 ms at most
-Effect = Callable[[Any], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One entry read from an agent's inbox: the decoded signal, or why it could not be decoded."""
+    """One entry read from an agent's inbox: the decoded signal, or why it could not be decoded.
+
+    ``redelivered`` is true for an entry claimed again (a retry, a dead replica's work, a
+    recreated group): its signal may be settled already, which the runner asks the ledger."""
 
     entry_id: str
     fields: dict[str, str]
     signal: Signal | None
     error: str | None = None
+    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one delivery ended, to be recorded by :meth:`Bus.settle`.
 
-    ``effects`` are Redis commands the handler asked for (``ctx.effect``): they run in the
-    same MULTI/EXEC as the ack and the processed-ledger, so they apply exactly once.
+    ``effects`` are Redis commands given as data (``ctx.effect("HINCRBY", key, field, 1)``):
+    the settle script applies them in the same atomic step as the ack, and only if this
+    consumer still owns the entry and the signal is not settled yet, so they apply once.
     """
 
     delivery: Delivery
     status: SignalStatus
     reason: str = ""
-    retry_at: float = 0.0
-    attempts: int = 1
     effects: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one settle did: counts per result, and the entries that went to the dead letters."""
+
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    superseded: int = 0
+    duplicate: int = 0
+    dead_letters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +81,7 @@ class TargetStatus:
     error: str | None = None
     deliveries: int = 0
     consumer: str | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,7 @@ class SignalReport:
                     "error": t.error,
                     "deliveries": t.deliveries,
                     "consumer": t.consumer,
+                    "attempts": t.attempts,
                 }
                 for t in self.targets
             },
@@ -99,21 +117,24 @@ class Bus:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self._publish = redis.register_script(PUBLISH)
+        self._subscribers: dict[str, list[str]] = {}  # signal type -> subscribers, as last seen
 
     # --- publishing ---------------------------------------------------------------
     async def publish(self, signal: Signal, *, allow_unregistered: bool = False) -> dict[str, str]:
         """Deliver ``signal`` to its targets (or the type's subscribers) in one round trip.
 
-        Returns target agent id -> stream entry id ({} if the id was already published).
-        Raises InvalidInput (payload too large), UnknownAgent, RedisUnavailable.
+        Returns target agent id -> new inbox entry id ({} when every target already had it).
+        Publishing an id again delivers it only to targets that lack it.
+        Raises InvalidInput (payload too large), UnknownAgent, InboxFull, BadKey, RedisUnavailable;
+        when it raises, nothing of the signal was written.
         """
         [reply] = await self._run_publish([signal], allow_unregistered)
         return _pairs(reply[1:])
 
     async def publish_many(self, signals: Sequence[Signal], *, allow_unregistered: bool = False) -> int:
         """Publish a batch, one script call (one round trip) per ``PUBLISH_CHUNK`` signals; return
-        how many were new. An unknown target raises UnknownAgent and nothing of its chunk is
-        published; otherwise raises like :meth:`publish`."""
+        how many were new. Each chunk is all or nothing: an unknown target or a full inbox raises
+        and nothing of that chunk is written; otherwise raises like :meth:`publish`."""
         new = 0
         for start in range(0, len(signals), PUBLISH_CHUNK):
             replies = await self._run_publish(signals[start:start + PUBLISH_CHUNK], allow_unregistered)
@@ -121,49 +142,88 @@ class Bus:
         return new
 
     async def _run_publish(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
-        batch = [self._publish_entry(signal) for signal in signals]
-        keys = [self.keys.signal_log(), self.keys.agents()]
-        args: list[str | int] = [
-            self.settings.stream_maxlen, self.settings.log_stream_maxlen, 1 if allow_unregistered else 0,
-            self.keys.signal_prefix(), self.keys.inbox_prefix(), self.keys.ledger_prefix(),
-            self.keys.subscribers_prefix(), self.keys.agent_prefix(),
-            json.dumps(batch, separators=(",", ":")),
-        ]
-        async with translate_redis_errors():
-            try:
-                return list(await self._publish(keys=keys, args=args))
-            except redis_errors.ResponseError as exc:
-                unknown = unknown_agent_from(exc)
-                if unknown is not None:
-                    raise unknown from None
-                raise
+        untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
+        for attempt in range(5):
+            missing = [t for t in untargeted if t not in self._subscribers]
+            if missing:
+                await self._load_subscribers(missing)
+            keys, args = self._publish_call(signals, untargeted, allow_unregistered)
+            async with translate_redis_errors():
+                try:
+                    return list(await self._publish(keys=keys, args=args))
+                except redis_errors.ResponseError as exc:
+                    text = str(exc)
+                    if "SUBSCRIBERS_CHANGED" in text and attempt < 4:
+                        for signal_type in untargeted:
+                            self._subscribers.pop(signal_type, None)
+                        continue
+                    raise publish_error(text) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _publish_entry(self, signal: Signal) -> list[Any]:
-        """One signal as the publish script takes it. Raises InvalidInput (data too large)."""
+    async def _load_subscribers(self, signal_types: Sequence[str]) -> None:
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_type in signal_types:
+                pipe.smembers(self.keys.subscribers(signal_type))
+            found = await pipe.execute()
+        for signal_type, members in zip(signal_types, found, strict=True):
+            self._subscribers[signal_type] = sorted(members)
+
+    def _publish_call(self, signals: Sequence[Signal], untargeted: list[str],
+                      allow_unregistered: bool) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of one publish-script call (see coordinator/scripts.py)."""
+        targets: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        batch = []
+        for signal in signals:
+            explicit = bool(signal.target_agents)
+            names = signal.target_agents if explicit else self._subscribers[signal.signal_type]
+            indexes = [targets.setdefault(t, len(targets) + 1) for t in names]
+            source = sources.setdefault(signal.source_agent, len(sources) + 1)
+            batch.append([self._signal_ttl_ms(signal), indexes, 1 if explicit else 0, source,
+                          self._fields(signal)])
+        keys = [self.keys.signal_log(), self.keys.agents()]
+        for target in targets:
+            keys += [self.keys.inbox(target), self.keys.pending(target), self.keys.done(target)]
+        keys += [self.keys.signal(s.signal_id) for s in signals]
+        keys += [self.keys.subscribers(t) for t in untargeted]
+        keys += [self.keys.agent(source) for source in sources]
+        payload = {"t": list(targets), "s": list(sources), "b": batch,
+                   "y": [[t, self._subscribers[t]] for t in untargeted]}
+        args: list[str | int] = [self.settings.inbox_max, self.settings.log_stream_maxlen,
+                                 1 if allow_unregistered else 0, json.dumps(payload, separators=(",", ":"))]
+        return keys, args
+
+    def _fields(self, signal: Signal) -> list[str]:
+        """The signal's fields, flat ('id', 'type', 'source' first). Raises InvalidInput (too large)."""
         fields = signal.to_fields()
         if len(fields["data"]) > self.settings.max_payload_bytes:
             raise InvalidInput(
                 f"signal data is {len(fields['data'])} bytes; the limit is "
                 f"{self.settings.max_payload_bytes} (HIVEBUS_MAX_PAYLOAD_BYTES)"
             )
-        flat: list[str] = []
-        for name, value in fields.items():  # 'id', 'type', 'source' come first: the script relies on it
-            flat += (name, value)
-        # the hash outlives the signal by a grace period, so retention can still mark it EXPIRED
-        ttl_ms = max(1, int((signal.expires_at - now_s() + self.settings.signal_grace_s) * 1000))
-        return [ttl_ms, list(signal.target_agents), flat]
+        return [x for pair in fields.items() for x in pair]
+
+    def _signal_ttl_ms(self, signal: Signal) -> int:
+        # the signal key outlives the signal by a grace period, so its status stays readable
+        return max(1, int((signal.expires_at - now_s() + self.settings.signal_grace_s) * 1000))
 
     # --- consuming ----------------------------------------------------------------
-    async def ensure_group(self, agent_id: str) -> None:
-        """Create the agent's inbox and consumer group (reading from the start) if missing."""
+    async def ensure_group(self, agent_id: str, start: str = "0") -> bool:
+        """Create the agent's inbox and consumer group if missing; return whether it was created.
+
+        A group is created reading from ``start``; ``0`` means every entry the inbox still
+        holds is delivered again, and the ledger keeps what was settled from running twice."""
         async with translate_redis_errors():
             try:
-                await self.redis.xgroup_create(
-                    self.keys.inbox(agent_id), agent_id, id="0", mkstream=True
-                )
+                await self.redis.xgroup_create(self.keys.inbox(agent_id), agent_id, id=start, mkstream=True)
             except redis_errors.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+                if "BUSYGROUP" in str(exc):
+                    return False
+                if "WRONGTYPE" in str(exc):
+                    raise BadKey(f"{self.keys.inbox(agent_id)} is not a stream (edited by hand?)") from None
+                raise
+        return True
 
     async def read(
         self, agent_id: str, consumer: str, *, count: int, block_ms: int | None
@@ -179,101 +239,109 @@ class Bus:
                 deliveries.append(decode_delivery(entry_id, fields, self.settings.max_payload_bytes))
         return deliveries
 
-    async def settle(self, agent_id: str, outcomes: Sequence[Outcome]) -> int:
-        """Record a batch's outcomes in one MULTI/EXEC: effects, status, ledger, ack, DLQ, retries."""
+    async def settle(self, agent_id: str, consumer: str, outcomes: Sequence[Outcome]) -> Settled:
+        """Record a batch's outcomes in one fenced script call: effects, ack, ledger, retries,
+        dead letters, counters — for the entries ``consumer`` still owns, and only once."""
         if not outcomes:
-            return 0
-        keys = [self.keys.inbox(agent_id), self.keys.agent(agent_id), self.keys.dead_letters(agent_id),
-                self.keys.retries(agent_id)]
+            return Settled()
+        keys = [self.keys.inbox(agent_id), self.keys.pending(agent_id), self.keys.done(agent_id),
+                self.keys.status(agent_id), self.keys.retries(agent_id), self.keys.dead_letters(agent_id),
+                self.keys.agent(agent_id)]
+        key_index: dict[str, int] = {}
         entries = []
         for outcome in outcomes:
             delivery = outcome.delivery
-            dead = outcome.status is SignalStatus.DEAD
-            original = json.dumps(delivery.fields, separators=(",", ":")) if dead else ""
+            # a failure may turn DEAD in the script (at the max deliveries): it needs the original too
+            unprocessed = outcome.status is not SignalStatus.PROCESSED
+            original = json.dumps(delivery.fields, separators=(",", ":")) if unprocessed else ""
+            effects = []
+            if outcome.status is SignalStatus.PROCESSED:
+                for command, key, *rest in outcome.effects:
+                    index = key_index.get(key)
+                    if index is None:
+                        keys.append(key)
+                        index = key_index[key] = len(keys)
+                    effects.append([command, index, *rest])
             entries.append([delivery.entry_id, delivery.signal.signal_id if delivery.signal else "",
-                            outcome.status.value, outcome.reason, original,
-                            repr(round(outcome.retry_at, 6)), str(outcome.attempts)])
-        args = [agent_id, DLQ_MAXLEN, round(now_s(), 6), self.settings.ledger_ttl_ms,
-                self.keys.signal_prefix(), self.keys.agent_ledger_prefix(agent_id),
-                json.dumps(entries, separators=(",", ":"))]
+                            outcome.status.value, printable(outcome.reason), original,
+                            random.random(), 1 if delivery.redelivered else 0, effects])
+        ids = [o.delivery.entry_id for o in outcomes]
+        payload = {"g": agent_id, "c": consumer, "now": int(now_s() * 1000),
+                   "keep": self.settings.ledger_ttl_ms, "dlq": DLQ_MAXLEN,
+                   "max": self.settings.max_deliveries, "base": int(self.settings.retry_base_s * 1000),
+                   "cap": int(self.settings.retry_max_s * 1000), "retain": self.settings.inbox_retain,
+                   "lo": min(ids, key=entry_order), "hi": max(ids, key=entry_order), "e": entries}
         async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
-            for outcome in outcomes:
-                if outcome.status is SignalStatus.PROCESSED:
-                    for effect in outcome.effects:
-                        effect(pipe)
-            # EVAL, not EVALSHA: a script missing from a restarted server's cache must not fail
-            # inside EXEC after the effects ran; redis-py's Script would add a SCRIPT EXISTS
-            # round trip instead. Redis caches the body by its SHA, so this costs only the bytes.
-            pipe.eval(SETTLE, len(keys), *keys, *args)
-            results = await pipe.execute()
-        return int(results[-1])
+            try:
+                # EVAL, not EVALSHA: a script missing from a restarted server's cache must not fail;
+                # redis-py's Script would add a SCRIPT EXISTS round trip. Redis caches it by SHA.
+                reply = await self.redis.eval(SETTLE, len(keys), *keys,
+                                              json.dumps(payload, separators=(",", ":")))
+            except redis_errors.ResponseError as exc:
+                raise publish_error(str(exc)) from None
+        letters = tuple((str(reply[i]), str(reply[i + 1])) for i in range(5, len(reply), 2))
+        return Settled(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), letters)
 
     async def processed(self, agent_id: str, signal_ids: Sequence[str]) -> set[str]:
-        """Which of ``signal_ids`` the processed-ledger says ``agent_id`` already processed."""
+        """Which of ``signal_ids`` the agent has settled already (its ``done`` ledger holds them)."""
         if not signal_ids:
             return set()
         async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for signal_id in signal_ids:
-                pipe.exists(self.keys.ledger(agent_id, signal_id))
-            found = await pipe.execute()
-        return {s for s, hit in zip(signal_ids, found, strict=True) if hit}
-
-    async def attempts(self, agent_id: str, signal_ids: Sequence[str]) -> dict[str, int]:
-        """Failed attempts recorded so far for each signal (0 when none or the hash is gone)."""
-        async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for signal_id in signal_ids:
-                pipe.hget(self.keys.signal(signal_id), f"attempts:{agent_id}")
-            values = await pipe.execute()
-        return {s: int(v or 0) for s, v in zip(signal_ids, values, strict=True)}
+            scores = await self.redis.zmscore(self.keys.done(agent_id), list(signal_ids))
+        return {s for s, score in zip(signal_ids, scores, strict=True) if score is not None}
 
     # --- inspecting -----------------------------------------------------------------
     async def report(self, signal_id: str) -> SignalReport:
         """The signal and its status per target. Raises NotFound, InvalidId."""
         key = self.keys.signal(check_signal_id(signal_id))
         async with translate_redis_errors():
-            fields = await self.redis.hgetall(key)
-        if not fields:
+            raw = await self.redis.get(key)
+        record = _record(raw)
+        if record is None:
             raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
-        delivered = targets_of(fields)
-        signal = await self._body(signal_id, fields, delivered)
+        to = sorted(record["to"].items())
         pipe = self.redis.pipeline(transaction=False)
-        for agent_id in delivered:
-            entry = fields.get(f"entry:{agent_id}")
+        for agent_id, entry in to:
+            pipe.hget(self.keys.pending(agent_id), signal_id)
+            pipe.hget(self.keys.status(agent_id), signal_id)
+            pipe.zscore(self.keys.done(agent_id), signal_id)
             pipe.xpending_range(self.keys.inbox(agent_id), agent_id, entry, entry, 1)
         async with translate_redis_errors():
-            pending = await pipe.execute(raise_on_error=False)
-        targets = []
-        for agent_id, pel in zip(delivered, pending, strict=True):
-            status = SignalStatus(fields.get(f"status:{agent_id}", "PENDING"))
-            deliveries, consumer = 0, None
-            if isinstance(pel, list) and pel:
-                deliveries = int(pel[0]["times_delivered"])
-                consumer = str(pel[0]["consumer"])
-                if status is SignalStatus.PENDING:
-                    status = SignalStatus.PROCESSING
-            targets.append(
-                TargetStatus(
-                    agent_id, status, fields.get(f"entry:{agent_id}"),
-                    fields.get(f"error:{agent_id}"), deliveries, consumer,
-                )
-            )
-        return SignalReport(signal, targets)
+            found = await pipe.execute(raise_on_error=False)
+        targets = [_target_status(agent_id, entry, *found[4 * n:4 * n + 3], pel=found[4 * n + 3])
+                   for n, (agent_id, entry) in enumerate(to)]
+        return SignalReport(await self._body(signal_id, record), targets)
 
-    async def _body(self, signal_id: str, fields: dict[str, str], delivered: list[str]) -> Signal:
-        """The signal's fields: from the hash when kept there, else from a target's inbox entry."""
-        if "created_at" in fields:
-            return Signal.from_fields(fields)
+    async def _body(self, signal_id: str, record: dict[str, Any]) -> Signal:
+        """The signal's fields: from its key when kept there, else from a target's inbox entry."""
+        if isinstance(record.get("fields"), dict):
+            return Signal.from_fields({str(k): str(v) for k, v in record["fields"].items()})
         async with translate_redis_errors():
-            for agent_id in delivered:
-                entry = fields.get(f"entry:{agent_id}")
-                if entry:
-                    found = await self.redis.xrange(self.keys.inbox(agent_id), entry, entry)
-                    if found:
-                        return Signal.from_fields(found[0][1])
+            for agent_id, entry in sorted(record["to"].items()):
+                found = await self.redis.xrange(self.keys.inbox(agent_id), entry, entry)
+                if found:
+                    return Signal.from_fields(found[0][1])
         raise NotFound(f"signal {signal_id} is known but its entries were trimmed from every inbox")
+
+    async def records(self, signal_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Each signal's key (type, source, ``to``: target -> entry), None when gone; one round trip."""
+        if not signal_ids:
+            return []
+        async with translate_redis_errors():
+            raws = await self.redis.mget([self.keys.signal(s) for s in signal_ids])
+        return [_record(raw) for raw in raws]
+
+    async def statuses(self, pairs: Sequence[tuple[str, str]]) -> list[SignalStatus]:
+        """The status of each (signal id, target agent), from the target's records; one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for signal_id, agent_id in pairs:
+            pipe.hget(self.keys.pending(agent_id), signal_id)
+            pipe.hget(self.keys.status(agent_id), signal_id)
+            pipe.zscore(self.keys.done(agent_id), signal_id)
+        async with translate_redis_errors():
+            found = await pipe.execute(raise_on_error=False)
+        return [_target_status(agent_id, "", *found[3 * n:3 * n + 3], pel=None).status
+                for n, (_, agent_id) in enumerate(pairs)]
 
     async def recent(self, count: int = 20) -> list[dict[str, str]]:
         """The last ``count`` published signals from the signal log, newest first."""
@@ -285,32 +353,108 @@ class Bus:
         return rows
 
 
-def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None = None) -> Delivery:
-    """Decode one inbox entry; a malformed or oversize entry becomes a Delivery carrying the error."""
+def _record(raw: str | None) -> dict[str, Any] | None:
+    """A signal key's JSON, with ``to`` as target -> entry id; None when missing or unreadable."""
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    to = record.get("to")
+    record["to"] = {str(k): str(v) for k, v in to.items()} if isinstance(to, dict) else {}
+    return record
+
+
+def _target_status(agent_id: str, entry: str, pending: Any, status: Any, done: Any, *,
+                   pel: Any) -> TargetStatus:
+    """One target's status from its pending record, status record, ledger and pending-entries list."""
+    deliveries, consumer = 0, None
+    if isinstance(pel, list) and pel:
+        deliveries, consumer = int(pel[0]["times_delivered"]), str(pel[0]["consumer"])
+    if isinstance(pending, str):
+        parts = pending.split(" ", 2)
+        attempts = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        error = parts[2] if len(parts) > 2 else None
+        state = SignalStatus.FAILED if error else SignalStatus.PENDING
+        if consumer is not None and not error:
+            state = SignalStatus.PROCESSING
+        return TargetStatus(agent_id, state, entry, error, deliveries, consumer, attempts)
+    if isinstance(status, str):
+        parts = status.split(" ", 3)
+        try:
+            state = SignalStatus(parts[0])
+        except ValueError:
+            state = SignalStatus.DEAD
+        attempts = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        return TargetStatus(agent_id, state, entry, parts[3] if len(parts) > 3 else None,
+                            deliveries, consumer, attempts)
+    if done is not None and not isinstance(done, Exception):
+        return TargetStatus(agent_id, SignalStatus.PROCESSED, entry, None, deliveries, consumer)
+    return TargetStatus(agent_id, SignalStatus.PENDING, entry, None, deliveries, consumer)
+
+
+def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None = None,
+                    *, redelivered: bool = False) -> Delivery:
+    """Decode one inbox entry; a malformed, oversize or undecodable entry becomes a Delivery
+    carrying the error (its raw fields kept, bytes that are not UTF-8 escaped)."""
+    fields = fields or {}
+    for name, value in fields.items():
+        if not _is_text(name) or not _is_text(value):
+            return Delivery(entry_id, {printable(k): printable(v) for k, v in fields.items()}, None,
+                            f"malformed entry: field {printable(name)!r} holds bytes that are not UTF-8",
+                            redelivered)
     if max_data is not None and len(fields.get("data", "")) > max_data:
         return Delivery(entry_id, fields, None,
-                        f"malformed entry: data is {len(fields['data'])} bytes; the limit is {max_data}")
+                        f"malformed entry: data is {len(fields['data'])} bytes; the limit is {max_data}",
+                        redelivered)
     try:
-        return Delivery(entry_id, fields, Signal.from_fields(fields))
+        return Delivery(entry_id, fields, Signal.from_fields(fields), None, redelivered)
     except InvalidInput as exc:
-        return Delivery(entry_id, fields, None, f"malformed entry: {exc}")
+        return Delivery(entry_id, fields, None, f"malformed entry: {printable(str(exc))}", redelivered)
 
 
-def targets_of(fields: dict[str, str]) -> list[str]:
-    """The agents a signal was delivered to, sorted, from its hash: one ``entry:<agent>`` field each."""
-    return sorted(name[6:] for name in fields if name.startswith("entry:"))
+def _is_text(value: object) -> bool:
+    """Whether a decoded reply is valid UTF-8 text (the client maps other bytes to surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to store and log: bytes that are not UTF-8 shown as ``\\xNN``."""
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id ``<ms>-<seq>``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def unknown_agent_from(exc: Exception) -> UnknownAgent | None:
-    """Recognise the publish script's UNKNOWN_AGENT reply."""
-    text = str(exc)
+def publish_error(text: str) -> Exception:
+    """The hivebus error a script's error reply stands for (UNKNOWN_AGENT, INBOX_FULL, BAD_KEY),
+    else a redis-py ResponseError to be translated as usual."""
     if "UNKNOWN_AGENT" in text:
         agent = text.split("UNKNOWN_AGENT", 1)[1].strip().split()[0]
         return UnknownAgent(
             f"agent {agent!r} has never registered (start it first, or pass --allow-unregistered)"
         )
-    return None
+    if "INBOX_FULL" in text:
+        agent, backlog = [*text.split("INBOX_FULL", 1)[1].split(), "?", "?"][:2]
+        return InboxFull(f"agent {agent!r} has {backlog} unsettled signals, the most its inbox takes "
+                         f"(HIVEBUS_INBOX_MAX): it is stopped or behind; try again later")
+    if "BAD_KEY" in text:
+        return BadKey(text.split("BAD_KEY", 1)[1].strip().split(" script:")[0].strip())
+    return redis_errors.ResponseError(text)

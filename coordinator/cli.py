@@ -137,8 +137,9 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
         print()
         print_table(
             [{"target": t.agent_id, "status": t.status.value, "entry": t.entry_id or "-",
-              "deliveries": t.deliveries or "-", "error": t.error or ""} for t in report.targets],
-            ["target", "status", "entry", "deliveries", "error"],
+              "deliveries": t.deliveries or "-", "attempts": t.attempts or "-", "error": t.error or ""}
+             for t in report.targets],
+            ["target", "status", "entry", "deliveries", "attempts", "error"],
         )
         return 0
 
@@ -283,6 +284,20 @@ async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus reset --yes: delete every key of the namespace (start fresh)."""
+    from coordinator.preflight import reset_namespace
+
+    if not args.yes:
+        raise InvalidInput(f"'hivebus reset' deletes every key of namespace {settings.namespace!r} "
+                           f"(signals, state, memory, registry); run it again with --yes")
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli", settings=settings, check=False) as redis:
+            removed = await reset_namespace(redis, settings)
+    print(f"removed {removed} key(s) of namespace {settings.namespace!r}; the durable store is kept")
+    return 0
+
+
 def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis."""
     import subprocess
@@ -399,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     acl.add_argument("agent_ids", nargs="*", help="agent ids (default: every registered agent)")
     acl.set_defaults(func=cmd_acl)
 
+    reset = sub.add_parser("reset", help="delete every key of the namespace (start fresh)")
+    reset.add_argument("--yes", action="store_true", help="yes, delete them")
+    reset.set_defaults(func=cmd_reset)
     rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
     rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")
     rcli.set_defaults(func=None)

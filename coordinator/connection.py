@@ -53,6 +53,9 @@ def open_client(url: str, *, client_name: str | None = None, settings: Settings 
         return aioredis.Redis.from_url(
             url,
             decode_responses=True,
+            # bytes that are not UTF-8 (an entry written by hand) decode to surrogates instead of
+            # failing the whole reply; hivebus dead-letters such an entry with them escaped
+            encoding_errors="surrogateescape",
             client_name=client_name,
             socket_timeout=10,
             socket_connect_timeout=5,
@@ -65,13 +68,20 @@ def open_client(url: str, *, client_name: str | None = None, settings: Settings 
 
 @contextlib.asynccontextmanager
 async def connected(
-    url: str, *, client_name: str | None = None, settings: Settings | None = None
+    url: str, *, client_name: str | None = None, settings: Settings | None = None, check: bool = True
 ) -> AsyncIterator[Redis]:
-    """Open a client, check it answers PING, and close it on exit. Raises RedisUnavailable."""
+    """Open a client, check it answers PING, and close it on exit. Raises RedisUnavailable.
+
+    With ``settings`` (and ``check``), also refuses a server that evicts keys or holds data of
+    another key layout (:mod:`coordinator.preflight`; raises UnsafeRedis)."""
     client = open_client(url, client_name=client_name, settings=settings)
     try:
         async with translate_redis_errors(url):
             await client.ping()
+        if settings is not None and check:
+            from coordinator.preflight import check_server
+
+            await check_server(client, settings)
         yield client
     finally:
         await client.aclose()

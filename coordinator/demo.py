@@ -29,6 +29,7 @@ from coordinator.feed import FEED_AGENT_ID
 from coordinator.keys import Keys
 from coordinator.market import MarketSimulator
 from coordinator.models import TERMINAL_STATUSES, Signal
+from coordinator.preflight import check_server, reset_namespace
 from coordinator.registry import Registry
 from coordinator.settings import Settings, redact_url
 from coordinator.state import StateStore
@@ -97,9 +98,10 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
     with redis_endpoint(settings) as url:
         where = "" if settings.redis_url else f" (managed, data in {settings.home}/)"
         print(f"redis     {redact_url(url)}{where}")
-        async with connected(url, client_name="hivebus-demo", settings=settings) as redis:
+        async with connected(url, client_name="hivebus-demo", settings=settings, check=not fresh) as redis:
             if fresh:
                 await _forget_everything(redis, settings)
+                await check_server(redis, settings)
             env = {**os.environ, **CHILD_SETTINGS, "HIVEBUS_REDIS_URL": url,
                    "HIVEBUS_NAMESPACE": settings.namespace, "HIVEBUS_STORE": str(settings.store_path)}
             desk = Desk(env, logs)
@@ -129,9 +131,7 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
 
 async def _forget_everything(redis: Any, settings: Settings) -> None:
     """--fresh: delete this namespace's keys and the durable store."""
-    removed = 0
-    async for key in redis.scan_iter(match=f"{Keys(settings.namespace).prefix}*", count=1000):
-        removed += await redis.delete(key)
+    removed = await reset_namespace(redis, settings)
     for suffix in ("", "-wal", "-shm"):
         await anyio.Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
     print(f"fresh     removed {removed} key(s) and the durable store")
@@ -157,8 +157,8 @@ async def _poll(predicate: Any, limit_s: float, what: str, desk: Desk) -> None:
 class Settler:
     """Follows the signal log and says when every signal so far has settled for every target."""
 
-    def __init__(self, redis: Any, keys: Keys, start_entry: str) -> None:
-        self.redis, self.keys = redis, keys
+    def __init__(self, bus: Bus, start_entry: str) -> None:
+        self.bus, self.redis, self.keys = bus, bus.redis, bus.keys
         self.cursor = start_entry
         self.open: dict[str, list[str]] = {}
         self.seen: list[str] = []
@@ -181,13 +181,12 @@ class Settler:
         return not self.open and not await self._follow()
 
     async def _settle_open(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        ids = list(self.open)
-        for signal_id in ids:
-            pipe.hmget(self.keys.signal(signal_id), [f"status:{t}" for t in self.open[signal_id]])
-        final = {s.value for s in TERMINAL_STATUSES}
-        for signal_id, statuses in zip(ids, await pipe.execute(), strict=True):
-            if all(s in final for s in statuses):
+        pairs = [(signal_id, target) for signal_id, targets in self.open.items() for target in targets]
+        unsettled = {signal_id for (signal_id, _), status in zip(pairs, await self.bus.statuses(pairs),
+                                                                  strict=True)
+                     if status not in TERMINAL_STATUSES}
+        for signal_id in list(self.open):
+            if signal_id not in unsettled:
                 del self.open[signal_id]
 
 
@@ -202,7 +201,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
     await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
     report = await Report.begin(redis, settings, seed, cycles)
     last = await redis.xrevrange(keys.signal_log(), count=1)
-    settler = Settler(redis, keys, last[0][0] if last else "0-0")
+    settler = Settler(bus, last[0][0] if last else "0-0")
     market = MarketSimulator(seed)
     for _ in range(report.start_cycle):  # a continued desk continues the same market
         market.tick()

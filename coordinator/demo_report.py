@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.bus import targets_of
+from coordinator.bus import Bus
 from coordinator.decisions import DecisionLog
 from coordinator.keys import Keys
 from coordinator.models import TERMINAL_STATUSES
@@ -65,18 +65,17 @@ class Report:
 
     async def collect(self, redis: Any, settings: Settings) -> None:
         """Signal statuses and trades once every tick has settled."""
-        keys = Keys(settings.namespace)
-        pipe = redis.pipeline(transaction=False)
-        for signal_id in self.signal_ids:
-            pipe.hgetall(keys.signal(signal_id))
-        final = {s.value for s in TERMINAL_STATUSES}
-        for fields in await pipe.execute():
-            self.by_type[fields.get("type", "?")] = self.by_type.get(fields.get("type", "?"), 0) + 1
-            for target in targets_of(fields):
-                status = fields.get(f"status:{target}", "PENDING")
-                counts = self.statuses.setdefault(target, {})
-                counts[status] = counts.get(status, 0) + 1
-                self.unsettled += status not in final
+        bus = Bus(redis, settings)
+        records = await bus.records(self.signal_ids)
+        pairs = [(signal_id, target) for signal_id, record in zip(self.signal_ids, records, strict=True)
+                 for target in sorted(record["to"] if record else {})]
+        for record in records:
+            kind = str(record.get("type", "?")) if record else "?"
+            self.by_type[kind] = self.by_type.get(kind, 0) + 1
+        for (_, target), status in zip(pairs, await bus.statuses(pairs), strict=True):
+            counts = self.statuses.setdefault(target, {})
+            counts[status.value] = counts.get(status.value, 0) + 1
+            self.unsettled += status not in TERMINAL_STATUSES
         states = StateStore(redis, settings)
         executor = await states.load("trade-executor")
         perf = executor.context_performance if executor else {}

@@ -7,26 +7,9 @@ from typing import Any
 
 from coordinator.connection import Redis, translate_redis_errors
 from coordinator.errors import HivebusError, NotFound
-from coordinator.keys import Keys, check_agent_id
+from coordinator.keys import Keys, check_agent_id, check_signal_id
+from coordinator.scripts import REPLAY
 from coordinator.settings import Settings
-
-# KEYS: 1 dead-letter stream, 2 inbox, 3 signal hash (or the inbox again), 4 ledger (or inbox)
-# ARGV: 1 dead-letter entry id, 2 agent id, 3 has signal hash (1/0), then the original field pairs
-REPLAY = r"""
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return redis.error_reply('NO_ENTRY') end
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-local entry = redis.call('XADD', KEYS[2], '*', unpack(fields))
-if ARGV[3] == '1' then
-  if redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('HSET', KEYS[3], 'status:' .. ARGV[2], 'PENDING', 'entry:' .. ARGV[2], entry)
-    redis.call('HDEL', KEYS[3], 'error:' .. ARGV[2], 'attempts:' .. ARGV[2])
-  end
-  redis.call('DEL', KEYS[4])
-end
-redis.call('XDEL', KEYS[1], ARGV[1])
-return entry
-"""
 
 
 class DeadLetters:
@@ -52,7 +35,11 @@ class DeadLetters:
         if not found:
             raise NotFound(f"agent {agent_id!r} has no dead letter {dlq_entry!r}")
         entry_id, fields = found[0]
-        return {"dlq_entry": entry_id, **fields, "original": json.loads(fields.get("original") or "{}")}
+        try:
+            original = json.loads(fields.get("original") or "{}")
+        except ValueError:
+            original = fields.get("original")  # edited by hand: shown as it is
+        return {"dlq_entry": entry_id, **fields, "original": original if isinstance(original, dict) else {}}
 
     async def replay(self, agent_id: str, dlq_entry: str) -> str:
         """Put a dead letter back into the agent's inbox, status PENDING; return the new entry id."""
@@ -60,19 +47,16 @@ class DeadLetters:
         original: dict[str, str] = {str(k): str(v) for k, v in letter["original"].items()}
         if not original:
             raise NotFound(f"dead letter {dlq_entry!r} has no original entry to replay")
-        inbox = self.keys.inbox(agent_id)
-        signal_key = ledger = inbox
-        has_hash = 0
+        signal_id = original.get("id", "")
         try:
-            signal_key = self.keys.signal(original.get("id", ""))
-            ledger = self.keys.ledger(agent_id, original["id"])
-            has_hash = 1
+            check_signal_id(signal_id)
         except HivebusError:
-            pass  # a malformed entry goes back as it was
+            signal_id = ""  # a malformed entry goes back as it was
         flat = [x for pair in original.items() for x in pair]
+        keys = [self.keys.dead_letters(agent_id), self.keys.inbox(agent_id), self.keys.pending(agent_id),
+                self.keys.done(agent_id), self.keys.status(agent_id)]
         async with translate_redis_errors():
-            return str(await self._replay(keys=[self.keys.dead_letters(agent_id), inbox, signal_key, ledger],
-                                          args=[dlq_entry, agent_id, has_hash, *flat]))
+            return str(await self._replay(keys=keys, args=[dlq_entry, signal_id, *flat]))
 
     async def purge(self, agent_id: str, dlq_entry: str | None = None) -> int:
         """Delete one dead letter, or all of an agent's; return how many were deleted."""

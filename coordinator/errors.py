@@ -8,9 +8,12 @@
     │   └── InvalidId                 an agent id / signal type fails validation
     ├── NotFound                      a named thing (signal, agent) does not exist
     ├── UnknownAgent                  publishing to an agent that never registered
+    ├── InboxFull                     publishing to an agent whose backlog is at HIVEBUS_INBOX_MAX
     ├── VersionConflict               a state write was based on a stale version
     ├── AlreadyRecorded               a decision's outcome was already logged
     ├── RedisUnavailable              Redis cannot be reached or answered with an error
+    │   └── BadKey                    a hivebus key holds the wrong type (edited by hand)
+    ├── UnsafeRedis                   the server evicts keys, or holds data of an older layout
     ├── StoreError                    the durable store cannot be opened or used (corrupt, unreadable)
     ├── NotLeader                     a write from a coordinator that no longer holds the lease
     └── ManagedRedisError             the managed local redis-server failed to start
@@ -46,6 +49,12 @@ class UnknownAgent(HivebusError):
     """Raised when publishing to an agent id that has never registered."""
 
 
+class InboxFull(HivebusError):
+    """Raised when a target has ``HIVEBUS_INBOX_MAX`` unsettled signals: nothing was written.
+
+    Retryable: a handler that raises it (from ``ctx.publish``) gets its signal retried later."""
+
+
 class VersionConflict(HivebusError):
     """Raised when a state write is based on a version that is no longer current."""
 
@@ -56,6 +65,15 @@ class AlreadyRecorded(HivebusError):
 
 class RedisUnavailable(HivebusError):
     """Raised when Redis cannot be reached, or rejects a command."""
+
+
+class BadKey(RedisUnavailable):
+    """Raised when one of hivebus's keys holds the wrong type of value (edited by hand)."""
+
+
+class UnsafeRedis(HivebusError):
+    """Raised at start when the server could lose data silently (an eviction policy) or holds
+    hivebus data in a key layout this version does not read."""
 
 
 class StoreError(HivebusError):

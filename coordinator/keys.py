@@ -65,9 +65,28 @@ def check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
+LAYOUT_VERSION = "2"
+
+# Kinds of key hivebus writes: an effect (``ctx.effect``) may not write any of them.
+INTERNAL_KINDS = frozenset({
+    "agents", "agent", "hb", "subs", "inbox", "pending", "done", "status", "retry", "dlq", "signal",
+    "signals", "state", "stm", "shared", "decision", "decisions", "outcomes", "decision-agents",
+    "coordinator", "events", "layout", "stream",
+})
+
+
+def tag(agent_id: str) -> str:
+    """The hash tag of an agent: every key of its own carries it, so they share one cluster slot."""
+    return "{" + check_agent_id(agent_id) + "}"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Builds key names for one namespace. Every method validates the ids it is given."""
+    """Builds key names for one namespace. Every method validates the ids it is given.
+
+    Keys that belong to one agent carry its hash tag ``{<agent>}``, so every per-agent operation
+    (read, settle, retry, dead letter, state, memory) touches keys of one Redis Cluster slot.
+    """
 
     namespace: str = "hive"
 
@@ -76,6 +95,17 @@ class Keys:
         """The prefix every key starts with, e.g. ``hive:``."""
         return f"{self.namespace}:"
 
+    def layout(self) -> str:
+        """STRING: the version of the key layout this namespace's data is written in."""
+        return f"{self.namespace}:layout"
+
+    def is_internal(self, key: str) -> bool:
+        """Whether ``key`` is one of hivebus's own keys (``<ns>:<kind>…`` with a known kind)."""
+        if not key.startswith(self.prefix):
+            return False
+        kind = key[len(self.prefix):].split(":", 1)[0]
+        return kind in INTERNAL_KINDS
+
     # --- registry -------------------------------------------------------------
     def agents(self) -> str:
         """SET of every agent id that has ever registered."""
@@ -83,69 +113,73 @@ class Keys:
 
     def agent(self, agent_id: str) -> str:
         """HASH describing one agent: type, subscriptions, status, counters."""
-        return f"{self.agent_prefix()}{check_agent_id(agent_id)}"
-
-    def agent_prefix(self) -> str:
-        """Prefix of agent hash keys, for the publish script (which counts what an agent published)."""
-        return f"{self.namespace}:agent:"
+        return f"{self.namespace}:agent:{tag(agent_id)}"
 
     def instances(self, agent_id: str) -> str:
         """HASH instance id -> JSON (host, pid, started_at) of an agent's running replicas."""
-        return f"{self.namespace}:agent:{check_agent_id(agent_id)}:instances"
+        return f"{self.namespace}:agent:{tag(agent_id)}:instances"
 
     def heartbeat(self, agent_id: str, instance_id: str) -> str:
         """STRING with a TTL, refreshed by one running replica while it is alive."""
-        return f"{self.namespace}:hb:{check_agent_id(agent_id)}:{check_instance_id(instance_id)}"
+        return f"{self.namespace}:hb:{tag(agent_id)}:{check_instance_id(instance_id)}"
 
     def subscribers(self, signal_type: str) -> str:
         """SET of agent ids subscribed to a signal type (receivers of untargeted signals)."""
-        return f"{self.subscribers_prefix()}{check_signal_type(signal_type)}"
-
-    def subscribers_prefix(self) -> str:
-        """Prefix of subscriber set keys, for the publish script (untargeted signals)."""
-        return f"{self.namespace}:subs:"
+        return f"{self.namespace}:subs:{check_signal_type(signal_type)}"
 
     # --- bus --------------------------------------------------------------------
     def inbox(self, agent_id: str) -> str:
         """STREAM of signals delivered to one agent; its consumer group is named after the agent."""
-        return f"{self.inbox_prefix()}{check_agent_id(agent_id)}"
+        return f"{self.namespace}:inbox:{tag(agent_id)}"
 
-    def signal(self, signal_id: str) -> str:
-        """HASH of one signal: its fields plus status / entry / error per target; expires."""
-        return f"{self.signal_prefix()}{check_signal_id(signal_id)}"
+    def pending(self, agent_id: str) -> str:
+        """HASH signal id -> ``<entry> <attempts> [last error]``: the agent's unsettled signals.
+
+        Its length is the agent's backlog (publishing refuses past ``HIVEBUS_INBOX_MAX``)."""
+        return f"{self.namespace}:pending:{tag(agent_id)}"
+
+    def done(self, agent_id: str) -> str:
+        """ZSET signal id -> until when (ms) it is remembered: the processed-ledger of settled signals."""
+        return f"{self.namespace}:done:{tag(agent_id)}"
+
+    def status(self, agent_id: str) -> str:
+        """HASH signal id -> ``<DEAD|EXPIRED> <entry> <attempts> <reason>``: how unprocessed ones ended."""
+        return f"{self.namespace}:status:{tag(agent_id)}"
 
     def retries(self, agent_id: str) -> str:
         """ZSET inbox entry id -> time its failed signal is due for another attempt."""
-        return f"{self.namespace}:retry:{check_agent_id(agent_id)}"
+        return f"{self.namespace}:retry:{tag(agent_id)}"
 
-    def ledger(self, agent_id: str, signal_id: str) -> str:
-        """STRING with a TTL: ``signal_id`` was processed by ``agent_id`` (its effects applied)."""
-        return f"{self.agent_ledger_prefix(agent_id)}{check_signal_id(signal_id)}"
+    def dead_letters(self, agent_id: str) -> str:
+        """STREAM of signals an agent could not process, with the reason."""
+        return f"{self.namespace}:dlq:{tag(agent_id)}"
 
-    def agent_ledger_prefix(self, agent_id: str) -> str:
-        """Prefix of one agent's processed-ledger keys, for the settle script."""
-        return f"{self.ledger_prefix()}{check_agent_id(agent_id)}:"
+    def signal(self, signal_id: str) -> str:
+        """STRING (JSON) of one signal: type, source, target -> inbox entry; expires."""
+        return f"{self.namespace}:signal:{check_signal_id(signal_id)}"
 
     def signal_log(self) -> str:
         """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
         return f"{self.namespace}:signals"
 
-    def dead_letters(self, agent_id: str) -> str:
-        """STREAM of signals an agent could not process, with the reason."""
-        return f"{self.namespace}:dlq:{check_agent_id(agent_id)}"
+    def effect_key(self, agent_id: str, name: str) -> str:
+        """A key of the agent's own for handler effects (``ctx.key``): in the agent's slot."""
+        if not name or len(name) > 200 or not name.isprintable():
+            raise InvalidId(f"invalid effect key name {_shown(name)}: 1-200 printable characters")
+        return f"{self.namespace}:fx:{tag(agent_id)}:{name}"
 
     # --- agent state ------------------------------------------------------------------
     def state(self, agent_id: str) -> str:
         """HASH of an agent's CURRENT state, with a monotonic ``version``."""
-        return f"{self.namespace}:state:{check_agent_id(agent_id)}"
+        return f"{self.namespace}:state:{tag(agent_id)}"
 
     def snapshots(self, agent_id: str) -> str:
         """LIST of JSON snapshots (CHECKPOINT / BACKUP / ROLLBACK), newest first, bounded."""
-        return f"{self.namespace}:state:{check_agent_id(agent_id)}:snapshots"
+        return f"{self.namespace}:state:{tag(agent_id)}:snapshots"
 
     def config_history(self, agent_id: str) -> str:
         """LIST of JSON configuration changes (from / to / reason), newest first, bounded."""
-        return f"{self.namespace}:state:{check_agent_id(agent_id)}:config"
+        return f"{self.namespace}:state:{tag(agent_id)}:config"
 
     # --- short-term memory ----------------------------------------------------------------
     def memory_item(self, agent_id: str, item_id: str) -> str:
@@ -153,19 +187,19 @@ class Keys:
         return f"{self.memory_item_prefix(agent_id)}{check_item_id(item_id)}"
 
     def memory_item_prefix(self, agent_id: str) -> str:
-        """Prefix of one agent's private memory item keys, for the script that reads them."""
-        return f"{self.namespace}:stm:{check_agent_id(agent_id)}:"
+        """Prefix of one agent's private memory item keys."""
+        return f"{self.namespace}:stm:{tag(agent_id)}:"
 
     def memory_index(self, agent_id: str) -> str:
         """ZSET item id -> timestamp of an agent's private memory items."""
-        return f"{self.namespace}:stm:{check_agent_id(agent_id)}"
+        return f"{self.namespace}:stm:{tag(agent_id)}"
 
     def shared_item(self, item_id: str) -> str:
         """HASH of one shared memory item (``visible_to`` says who may read it); expires."""
         return f"{self.shared_item_prefix()}{check_item_id(item_id)}"
 
     def shared_item_prefix(self) -> str:
-        """Prefix of shared memory item keys, for the script that reads them."""
+        """Prefix of shared memory item keys."""
         return f"{self.namespace}:shared:"
 
     def shared_index(self) -> str:
@@ -183,11 +217,11 @@ class Keys:
 
     def decisions(self, agent_id: str) -> str:
         """ZSET decision id -> timestamp of an agent's decisions."""
-        return f"{self.namespace}:decisions:{check_agent_id(agent_id)}"
+        return f"{self.namespace}:decisions:{tag(agent_id)}"
 
     def pending_decisions(self, agent_id: str) -> str:
         """ZSET decision id -> timestamp of an agent's decisions still awaiting an outcome."""
-        return f"{self.namespace}:decisions:{check_agent_id(agent_id)}:pending"
+        return f"{self.namespace}:decisions:{tag(agent_id)}:pending"
 
     def outcomes(self) -> str:
         """ZSET decision id -> outcome time: outcomes the coordinator has not learned from yet."""
@@ -207,16 +241,4 @@ class Keys:
 
     def events(self, agent_id: str) -> str:
         """STREAM of an agent's episodic events (type, payload)."""
-        return f"{self.namespace}:events:{check_agent_id(agent_id)}"
-
-    def signal_prefix(self) -> str:
-        """Prefix of signal hash keys (``<prefix><signal id>``), for the publish and settle scripts."""
-        return f"{self.namespace}:signal:"
-
-    def ledger_prefix(self) -> str:
-        """Prefix of processed-ledger keys (``<prefix><agent>:<signal id>``), for the publish script."""
-        return f"{self.namespace}:done:"
-
-    def inbox_prefix(self) -> str:
-        """Prefix of inbox stream keys, for the publish script."""
-        return f"{self.namespace}:stream:"
+        return f"{self.namespace}:events:{tag(agent_id)}"

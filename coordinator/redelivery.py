@@ -2,7 +2,8 @@
 
 * A handler that fails is retried: its entry stays pending in the agent's group and is
   scheduled in ``hive:retry:<agent>`` at now + backoff (exponential, with jitter); when due,
-  a replica claims it (``XCLAIM``) and handles it again, up to ``max_deliveries`` attempts.
+  a replica claims it (``XCLAIM``) and handles it again, up to ``max_deliveries`` attempts
+  (the settle script counts attempts and dead-letters at the limit).
 * An entry delivered to a replica that died is reclaimed by a live replica of the same
   agent once it has been idle for ``claim_idle_s`` *and* its consumer's heartbeat is gone:
   reclaim is decided by liveness, not by a timeout alone. A replica renews the entries it
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
-from coordinator.bus import Bus, Delivery, decode_delivery
+from coordinator.bus import Bus, Delivery, decode_delivery, entry_order, printable
 from coordinator.connection import translate_redis_errors
 from coordinator.errors import InvalidId
 from coordinator.models import now_s
+from coordinator.scripts import CLAIM_DUE, RENEW
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
@@ -34,42 +37,35 @@ class Redelivery:
         self.redis = bus.redis
         self.keys = bus.keys
         self.settings = bus.settings
+        self._claim_due = bus.redis.register_script(CLAIM_DUE)
+        self._renew = bus.redis.register_script(RENEW)
 
-    async def due(self, agent_id: str, consumer: str, count: int) -> list[Delivery]:
-        """Claim the failed entries whose retry time has come."""
-        retries = self.keys.retries(agent_id)
+    async def due(self, agent_id: str, consumer: str, count: int) -> tuple[list[Delivery], list[str]]:
+        """Claim the failed entries whose retry time has come (one script call).
+
+        Returns the deliveries and the schedule members that were not entry ids (removed)."""
         async with translate_redis_errors():
-            ids = await self.redis.zrangebyscore(retries, "-inf", now_s(), start=0, num=count)
-            if not ids:
-                return []
-            claimed = await self.redis.xclaim(self.keys.inbox(agent_id), agent_id, consumer, 0, ids)
-            got = {entry_id for entry_id, _ in claimed}
-            stale = []
-            for entry_id in ids:
-                if entry_id in got:
-                    continue
-                pel = await self.redis.xpending_range(self.keys.inbox(agent_id), agent_id,
-                                                      entry_id, entry_id, 1)
-                if not pel:
-                    stale.append(entry_id)  # acked meanwhile, or trimmed
-            if got or stale:
-                await self.redis.zrem(retries, *got, *stale)
-        return [decode_delivery(entry_id, fields, self.settings.max_payload_bytes)
-                for entry_id, fields in claimed if fields]
+            claimed, bad = await self._claim_due(
+                keys=[self.keys.inbox(agent_id), self.keys.retries(agent_id)],
+                args=[agent_id, consumer, now_s(), count])
+        return self._decode(claimed), [printable(b) for b in bad]
 
-    async def renew(self, agent_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Reset the idle time of entries this consumer is still working on."""
-        if entry_ids:
-            async with translate_redis_errors():
-                await self.redis.xclaim(self.keys.inbox(agent_id), agent_id, consumer, 0,
-                                        list(entry_ids), justid=True)
+    async def renew(self, agent_id: str, consumer: str, entry_ids: Sequence[str]) -> int:
+        """Reset the idle time of the entries this consumer still owns and is working on."""
+        if not entry_ids:
+            return 0
+        lo, hi = min(entry_ids, key=entry_order), max(entry_ids, key=entry_order)
+        async with translate_redis_errors():
+            return int(await self._renew(keys=[self.keys.inbox(agent_id)],
+                                         args=[agent_id, consumer, lo, hi, *entry_ids]))
 
     async def orphans(self, agent_id: str, consumer: str, count: int) -> list[Delivery]:
         """Claim entries idle for ``claim_idle_s`` that nobody alive is working on.
 
-        That is: entries of consumers with no live heartbeat (a dead replica), and this
-        consumer's own idle entries that no retry is scheduled for (their settle was lost,
-        e.g. to a dropped connection).
+        That is: entries of consumers with no live heartbeat (a dead or paused replica), and
+        this consumer's own idle entries that no retry is scheduled for (their settle was lost,
+        e.g. to a dropped connection). XCLAIM's min-idle-time makes the take-over atomic: an
+        entry its owner renewed meanwhile is not taken.
         """
         idle_ms = int(self.settings.claim_idle_s * 1000)
         inbox = self.keys.inbox(agent_id)
@@ -97,8 +93,18 @@ class Redelivery:
             if not orphaned:
                 return []
             claimed = await self.redis.xclaim(inbox, agent_id, consumer, idle_ms, orphaned)
-        return [decode_delivery(entry_id, fields, self.settings.max_payload_bytes)
-                for entry_id, fields in claimed if fields]
+        return self._decode(claimed)
+
+    def _decode(self, claimed: Sequence[Any]) -> list[Delivery]:
+        deliveries = []
+        for entry_id, fields in claimed:
+            if not fields:
+                continue  # deleted from the inbox (by hand): nothing left to handle
+            if isinstance(fields, list):  # a script's reply: a flat field/value list
+                fields = {str(fields[i]): str(fields[i + 1]) for i in range(0, len(fields), 2)}
+            deliveries.append(decode_delivery(str(entry_id), fields, self.settings.max_payload_bytes,
+                                              redelivered=True))
+        return deliveries
 
     async def next_due(self, agent_id: str) -> float | None:
         """When the earliest scheduled retry is due, or None when none is scheduled."""

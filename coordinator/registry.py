@@ -130,17 +130,12 @@ class Registry:
             await pipe.execute()
 
     async def heartbeat(self, agent_id: str, instance: Instance) -> None:
-        """Refresh ``instance``'s heartbeat key and the agent's ``last_seen``."""
+        """Refresh ``instance``'s heartbeat key: one command, so an idle agent costs little.
+
+        ``last_seen`` is written when an instance registers, stops, or is found dead."""
         async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(
-                self.keys.heartbeat(agent_id, instance.instance_id),
-                f"{now_s():.3f}",
-                px=int(self.settings.heartbeat_ttl_s * 1000),
-            )
-            pipe.hset(self.keys.instances(agent_id), instance.instance_id, _instance_json(instance))
-            pipe.hset(self.keys.agent(agent_id), "last_seen", f"{now_s():.3f}")
-            await pipe.execute()
+            await self.redis.set(self.keys.heartbeat(agent_id, instance.instance_id), f"{now_s():.3f}",
+                                 px=int(self.settings.heartbeat_ttl_s * 1000))
 
     async def deregister(self, agent_id: str, instance: Instance) -> None:
         """Remove ``instance``; mark the agent ``stopped`` when it was the last one running.
@@ -152,7 +147,8 @@ class Registry:
             pipe.hdel(self.keys.instances(agent_id), instance.instance_id)
             pipe.delete(self.keys.heartbeat(agent_id, instance.instance_id))
             pipe.hlen(self.keys.instances(agent_id))
-            _, _, remaining = await pipe.execute()
+            pipe.hset(self.keys.agent(agent_id), "last_seen", f"{now_s():.3f}")
+            _, _, remaining, _ = await pipe.execute()
             if remaining == 0:
                 await self.redis.hset(self.keys.agent(agent_id), "status", "stopped")
 
@@ -175,7 +171,7 @@ class Registry:
             for index, agent_id in enumerate(agent_ids):
                 fields, instances = raw[2 * index], raw[2 * index + 1]
                 for instance_id in instances:
-                    hb_pipe.exists(self.keys.heartbeat(agent_id, instance_id))
+                    hb_pipe.get(self.keys.heartbeat(agent_id, instance_id))
                 infos.append((agent_id, fields, instances))
             beats = iter(await hb_pipe.execute())
         return [_agent_info(agent_id, fields, instances, beats) for agent_id, fields, instances in infos]
@@ -194,8 +190,9 @@ class Registry:
                 await self.redis.hdel(
                     self.keys.instances(info.agent_id), *(i.instance_id for i in dead)
                 )
-                if not info.alive:
-                    await self.redis.hset(self.keys.agent(info.agent_id), "status", "dead")
+                if not info.alive:  # last seen about when the newest heartbeat lapsed
+                    await self.redis.hset(self.keys.agent(info.agent_id), mapping={
+                        "status": "dead", "last_seen": f"{now_s() - self.settings.heartbeat_ttl_s:.3f}"})
             removed += [(info.agent_id, i) for i in dead]
         return removed
 
@@ -210,30 +207,43 @@ def _agent_info(
     agent_id: str, fields: dict[str, str], instances: dict[str, str], beats: Any
 ) -> AgentInfo:
     parsed = []
+    newest_beat = 0.0
     for instance_id, raw in sorted(instances.items()):
+        beat = next(beats)
+        if beat is not None:
+            newest_beat = max(newest_beat, _number(beat))
         try:
             data = json.loads(raw)
             parsed.append(
                 Instance(instance_id, str(data.get("host", "?")), int(data.get("pid", 0)),
-                         float(data.get("started_at", 0.0)), alive=bool(next(beats)))
+                         float(data.get("started_at", 0.0)), alive=beat is not None)
             )
         except (ValueError, TypeError):
-            next(beats)
+            continue
     alive = any(i.alive for i in parsed)
     status = fields.get("status", "unknown")
     if alive:
         status = "alive"
     elif status in ("active", "alive"):
         status = "dead"
-    last_seen = fields.get("last_seen")
+    last_seen = max(_number(fields.get("last_seen")), newest_beat) or None
     return AgentInfo(
         agent_id=agent_id,
         agent_type=fields.get("type", "?"),
         subscriptions=tuple(filter(None, fields.get("subscriptions", "").split(","))),
         version=fields.get("version", "?"),
         status=status,
-        registered_at=float(fields.get("registered_at", 0) or 0),
-        last_seen=float(last_seen) if last_seen else None,
-        counters={name: int(fields.get(name, 0) or 0) for name in COUNTER_FIELDS},
+        registered_at=_number(fields.get("registered_at")),
+        last_seen=last_seen,
+        counters={name: int(_number(fields.get(name))) for name in COUNTER_FIELDS},
         instances=parsed,
     )
+
+
+def _number(text: str | None) -> float:
+    """A stored number, or 0 when missing or edited into something else."""
+    try:
+        value = float(text or 0)
+    except ValueError:
+        return 0.0
+    return value if value == value and abs(value) != float("inf") else 0.0

@@ -1,9 +1,11 @@
 """Retention: keep Redis bounded without losing anything silently.
 
-* **Signal streams** are trimmed by age (``XTRIM MINID``): an inbox entry older than the
-  signal TTL that its agent has not processed (still pending, or never delivered) is
-  first marked EXPIRED in that target's status, written to the agent's dead-letter
-  stream with the reason, and acked. The signal log is trimmed by the same age.
+* **Signal streams** are trimmed by age: an inbox entry older than the signal TTL that its
+  agent has not settled (still pending, or never delivered) is first marked EXPIRED, written
+  to the agent's dead-letter stream with the reason, and acked, in the same script call that
+  trims it (:data:`coordinator.scripts.EXPIRE`, a bounded batch per call). The signal log is
+  trimmed by the same age. (Agents trim their settled entries past ``HIVEBUS_INBOX_RETAIN``
+  as they settle; nothing unsettled is ever trimmed.)
 * **Dead agents** (no live replica, status ``dead``, unseen for the grace period) leave
   the registry and their subscriptions. Stopped agents stay: their signals wait for them.
 * **Short-term memory** is cleaned of items whose decayed score fell below
@@ -12,24 +14,20 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from coordinator.bus import DLQ_MAXLEN
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import HivebusError
+from coordinator.errors import RedisUnavailable
 from coordinator.keys import Keys
+from coordinator.logs import get_logger
 from coordinator.memory import ShortTermMemory
 from coordinator.models import now_s
 from coordinator.registry import Registry
+from coordinator.scripts import EXPIRE
 from coordinator.settings import Settings
 
-BATCH = 1000
-
-# HSET only on an existing hash, so an expired signal hash is not recreated without a TTL.
-MARK_EXPIRED = r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'status:' .. ARGV[1], 'EXPIRED') end
-return 0
-"""
+BATCH = 500
 
 
 @dataclass
@@ -42,17 +40,6 @@ class RetentionResult:
     memories_removed: int = 0
 
 
-def _entry_ms(entry_id: str) -> int:
-    return int(entry_id.split("-")[0])
-
-
-def _after(a: str, b: str) -> bool:
-    """Whether stream id ``a`` comes after ``b``."""
-    ams, _, aseq = a.partition("-")
-    bms, _, bseq = b.partition("-")
-    return (int(ams), int(aseq or 0)) > (int(bms), int(bseq or 0))
-
-
 class Retention:
     """Runs the retention steps."""
 
@@ -61,7 +48,7 @@ class Retention:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.registry = Registry(redis, settings)
-        self._mark = redis.register_script(MARK_EXPIRED)
+        self._expire = redis.register_script(EXPIRE)
 
     async def run(self) -> RetentionResult:
         """One pass over streams, registry and memory."""
@@ -70,7 +57,12 @@ class Retention:
         async with translate_redis_errors():
             agents = sorted(await self.redis.smembers(self.keys.agents()))
             for agent_id in agents:
-                await self._expire_inbox(agent_id, cutoff_ms, result)
+                try:
+                    await self._expire_inbox(agent_id, cutoff_ms, result)
+                except RedisUnavailable as exc:
+                    if "BAD_KEY" not in str(exc) and "NOGROUP" not in str(exc):
+                        raise
+                    get_logger().warning("retention skipped an inbox", agent_id=agent_id, error=str(exc))
             log = self.keys.signal_log()
             result.trimmed += int(await self.redis.xtrim(log, minid=cutoff_ms, approximate=False))
         await self._remove_dead_agents(result)
@@ -81,48 +73,19 @@ class Retention:
         return result
 
     async def _expire_inbox(self, agent_id: str, cutoff_ms: int, result: RetentionResult) -> None:
-        inbox = self.keys.inbox(agent_id)
-        if not await self.redis.exists(inbox):
-            return
-        groups = {g["name"]: g for g in await self.redis.xinfo_groups(inbox)}
-        last_delivered = str(groups[agent_id]["last-delivered-id"]) if agent_id in groups else "0-0"
-        start = "-"
+        """Expire and trim an inbox's entries older than the signal TTL, one bounded batch per
+        script call: the unsettled ones are marked EXPIRED and dead-lettered first."""
+        keys = [self.keys.inbox(agent_id), self.keys.pending(agent_id), self.keys.done(agent_id),
+                self.keys.status(agent_id), self.keys.dead_letters(agent_id), self.keys.agent(agent_id)]
         while True:
-            entries = await self.redis.xrange(inbox, start, cutoff_ms, count=BATCH)
-            if not entries:
-                break
-            pending = set()
-            if agent_id in groups:
-                rows = await self.redis.xpending_range(inbox, agent_id, entries[0][0], entries[-1][0],
-                                                       len(entries))
-                pending = {str(r["message_id"]) for r in rows}
-            pipe = self.redis.pipeline(transaction=True)
-            for entry_id, fields in entries:
-                if entry_id in pending or _after(entry_id, last_delivered):
-                    signal_id = fields.get("id", "")
-                    reason = "expired before it was processed"
-                    pipe.xadd(self.keys.dead_letters(agent_id),
-                              {"entry": entry_id, "agent": agent_id, "reason": reason,
-                               "failed_at": f"{now_s():.6f}", "original": json.dumps(fields)},
-                              maxlen=100_000, approximate=True)
-                    if signal_id:
-                        await self._mark_expired(pipe, signal_id, agent_id)
-                    if entry_id in pending:
-                        pipe.xack(inbox, agent_id, entry_id)
-                    pipe.hincrby(self.keys.agent(agent_id), "expired", 1)
-                    result.expired += 1
-            await pipe.execute()
-            start = f"({entries[-1][0]}"
-            if len(entries) < BATCH:
-                break
-        result.trimmed += int(await self.redis.xtrim(inbox, minid=cutoff_ms, approximate=False))
-
-    async def _mark_expired(self, pipe: object, signal_id: str, agent_id: str) -> None:
-        try:
-            key = self.keys.signal(signal_id)
-        except HivebusError:  # a hand-written entry with a bad id: the DLQ entry is the record
-            return
-        await self._mark(keys=[key], args=[agent_id], client=pipe)
+            now_ms = int(now_s() * 1000)
+            looked, expired, _last = await self._expire(
+                keys=keys, args=[agent_id, "-", cutoff_ms, BATCH, now_ms,
+                                 now_ms + self.settings.ledger_ttl_ms, DLQ_MAXLEN])
+            result.expired += int(expired)
+            result.trimmed += int(looked)
+            if int(looked) < BATCH:
+                return
 
     async def _remove_dead_agents(self, result: RetentionResult) -> None:
         horizon = now_s() - self.settings.dead_agent_grace_s

@@ -2,8 +2,8 @@
 
 Several coordinators may run; the one holding the lease (:mod:`coordinator.lease`)
 leads, the others stand by and take over within the lease TTL when it dies. The
-leader, each tick, removes agent instances whose heartbeat expired (marking an agent
-with none left ``dead``), and every ``consolidate_interval_s`` runs a consolidation
+leader removes agent instances whose heartbeat expired (marking an agent with none left
+``dead``) every half heartbeat TTL, and every ``consolidate_interval_s`` runs a consolidation
 pass: learn from outcomes, promote patterns, archive aged decisions
 (:mod:`coordinator.consolidation`). A background task renews the lease every third
 of its TTL while this coordinator leads.
@@ -40,6 +40,7 @@ class Coordinator:
         self.lease = Lease(redis, settings, self.instance_id)
         self.log = get_logger(agent_id="coordinator", instance=self.instance_id)
         self._last_pass = 0.0
+        self._last_reap = 0.0
 
     async def reap(self) -> int:
         """Remove dead agent instances; return how many."""
@@ -85,7 +86,12 @@ class Coordinator:
         epoch = await self.lease.try_lead()
         if not epoch:
             return
-        await self.reap()
+        # liveness is read from heartbeat keys wherever it is shown; reaping only tidies the
+        # registry, so it runs every half heartbeat TTL, not every tick (commands per idle agent)
+        if now_s() - self._last_reap >= max(self.settings.coordinator_tick_s,
+                                             self.settings.heartbeat_ttl_s / 2):
+            self._last_reap = now_s()
+            await self.reap()
         if now_s() - self._last_pass >= self.settings.consolidate_interval_s:
             self._last_pass = now_s()
             result = await self.consolidator.run_pass(epoch, self.lease.token)

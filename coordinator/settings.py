@@ -33,12 +33,14 @@ class Settings(BaseSettings):
     signal_ttl_s: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
     signal_grace_s: int = Field(default=3600, ge=0)
     max_payload_bytes: int = Field(default=64 * 1024, ge=256)
-    stream_maxlen: int = Field(default=100_000, ge=100)
+    inbox_max: int = Field(default=100_000, ge=1)
+    inbox_retain: int = Field(default=100_000, ge=100)
+    allow_eviction: bool = False
     log_stream_maxlen: int = Field(default=100_000, ge=100)
     heartbeat_ttl_s: float = Field(default=6.0, gt=0.5)
     coordinator_tick_s: float = Field(default=1.0, gt=0.05)
     read_batch: int = Field(default=128, ge=1, le=10_000)
-    read_block_ms: int = Field(default=500, ge=10, le=4000)
+    read_block_ms: int = Field(default=2000, ge=10, le=10_000)
     max_deliveries: int = Field(default=5, ge=1, le=100)
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
 
     @property
     def ledger_ttl_ms(self) -> int:
-        """How long the processed-ledger remembers a signal: longer than any redelivery."""
+        """How long an agent remembers a settled signal id (``done``): longer than any redelivery."""
         return int((self.signal_ttl_s + self.signal_grace_s) * 1000) + 3_600_000
 
     @property

@@ -59,12 +59,12 @@ class FailUntilFixed(Agent):
         await ctx.bus.redis.hincrby(f"{prefix}test:tries", signal.signal_id, 1)
         if await ctx.bus.redis.exists(f"{prefix}test:broken"):
             raise RuntimeError("downstream is broken")
-        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))
+        ctx.effect("HINCRBY", f"{prefix}test:applied", signal.signal_id, 1)
 
     @handles("PING")
     async def on_ping(self, signal: Signal, ctx: Context) -> None:
         prefix = ctx.bus.keys.prefix
-        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:applied", signal.signal_id, 1))
+        ctx.effect("HINCRBY", f"{prefix}test:applied", signal.signal_id, 1)
 
 
 class Slow(Agent):
@@ -80,4 +80,4 @@ class Slow(Agent):
         await ctx.bus.redis.hincrby(f"{prefix}test:started", signal.signal_id, 1)
         await anyio.sleep(float(signal.data.get("seconds", 1)))
         pid = str(os.getpid())
-        ctx.effect(lambda pipe: pipe.hincrby(f"{prefix}test:finished_by", pid, 1))
+        ctx.effect("HINCRBY", f"{prefix}test:finished_by", pid, 1)

@@ -100,8 +100,9 @@ async def test_replicas_share_work_and_settle_acks(redis: Any, settings: Setting
     report = await bus.report(first[0].signal.signal_id)  # type: ignore[union-attr]
     assert report.targets[0].status is SignalStatus.PROCESSING
     assert report.targets[0].consumer == "replica-a"
-    acked = await bus.settle("te-1", [Outcome(d, SignalStatus.PROCESSED) for d in first + second])
-    assert acked == 10
+    settled_a = await bus.settle("te-1", "replica-a", [Outcome(d, SignalStatus.PROCESSED) for d in first])
+    settled_b = await bus.settle("te-1", "replica-b", [Outcome(d, SignalStatus.PROCESSED) for d in second])
+    assert (settled_a.processed, settled_b.processed) == (6, 4)
     groups = await redis.xinfo_groups(keys.inbox("te-1"))
     assert groups[0]["pending"] == 0
     report = await bus.report(second[-1].signal.signal_id)  # type: ignore[union-attr]
@@ -117,7 +118,7 @@ async def test_malformed_entry_is_dead_lettered_with_reason(redis: Any, settings
     await redis.xadd(keys.inbox("te-1"), {"type": "PING", "data": "{broken"})
     [delivery] = await bus.read("te-1", "c", count=10, block_ms=None)
     assert delivery.signal is None and "not valid JSON" in (delivery.error or "")
-    await bus.settle("te-1", [Outcome(delivery, SignalStatus.DEAD, delivery.error or "")])
+    await bus.settle("te-1", "c", [Outcome(delivery, SignalStatus.DEAD, delivery.error or "")])
     [letter] = await DeadLetters(redis, settings).list("te-1")
     assert "not valid JSON" in letter["reason"]
     assert json.loads(letter["original"]) == {"type": "PING", "data": "{broken"}
@@ -154,7 +155,7 @@ async def test_publish_many_is_one_batch_and_idempotent(redis: Any, settings: Se
 
 async def test_publish_and_settle_survive_a_flushed_script_cache(redis: Any, settings: Settings) -> None:
     """After SCRIPT FLUSH (as after a server restart) batches publish and settle as usual: the batch
-    reloads its script, and settle never fails inside EXEC after the handler's effects ran."""
+    reloads its script, and settle (sent as EVAL) applies its effects once."""
     bus, keys = Bus(redis, settings), Keys(settings.namespace)
     await register(redis, settings, "rm-1", "PING")
     assert await bus.publish_many([Signal.create("PING", "cli", targets=["rm-1"])]) == 1
@@ -163,8 +164,8 @@ async def test_publish_and_settle_survive_a_flushed_script_cache(redis: Any, set
     assert await bus.publish_many(batch) == 3
     deliveries = await bus.read("rm-1", "c", count=10, block_ms=None)
     await redis.script_flush()
-    effect = [lambda pipe: pipe.incr(f"{keys.prefix}test:effects")]
-    outcomes = [Outcome(d, SignalStatus.PROCESSED, effects=tuple(effect)) for d in deliveries]
-    assert await bus.settle("rm-1", outcomes) == 4
+    effect = ("INCRBY", f"{keys.prefix}test:effects", "1")
+    outcomes = [Outcome(d, SignalStatus.PROCESSED, effects=(effect,)) for d in deliveries]
+    assert (await bus.settle("rm-1", "c", outcomes)).processed == 4
     assert await redis.get(f"{keys.prefix}test:effects") == "4"
     assert (await redis.xinfo_groups(keys.inbox("rm-1")))[0]["pending"] == 0

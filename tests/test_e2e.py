@@ -74,7 +74,6 @@ def test_replicas_share_one_agent_id_exactly_once(
         fields = {"id": sid, "type": "WORK", "source": "tester", "targets": "worker",
                   "severity": "INFO", "confidence": "1.0", "data": json.dumps({"n": n}),
                   "created_at": repr(now), "expires_at": repr(now + 3600)}
-        pipe.hset(keys.signal(sid), mapping={**fields, "status:worker": "PENDING"})
         pipe.xadd(keys.inbox("worker"), fields)
     pipe.execute()
     handled_key = f"{keys.prefix}test:handled"
@@ -177,7 +176,7 @@ def procs_env_publish(raw: sync_redis.Redis, namespace: str, target: str) -> Non
 def test_redis_cli_opens_on_the_same_redis(procs: Processes, namespace: str) -> None:
     """Acceptance 7: hivebus redis-cli talks to the Redis the other commands use."""
     procs.cli("publish", "PING", "--allow-unregistered", "--to", "somebody")
-    result = procs.cli("redis-cli", "XLEN", f"{namespace}:stream:somebody")
+    result = procs.cli("redis-cli", "XLEN", f"{namespace}:inbox:{{somebody}}")
     assert result.stdout.strip() == "1"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -58,8 +59,8 @@ async def test_a_retry_that_succeeds_is_processed_once(redis: Any, settings: Set
     signal = Signal.create("FIXME", "cli", targets=["ff-1"])
     await bus.publish(signal)
     runner = AgentRunner(FailUntilFixed("ff-1"), bus, Registry(redis, settings))
-    batch, new = await runner._next_batch(burst=True)
-    await bus.settle("ff-1", await runner._handle_batch(batch, new))
+    batch = await runner._next_batch(burst=True)
+    await bus.settle("ff-1", runner.consumer, await runner._handle_batch(batch))
     assert (await bus.report(signal.signal_id)).targets[0].status is SignalStatus.FAILED
     await redis.delete(f"{prefix}test:broken")
     await burst(FailUntilFixed("ff-1"), redis, settings)
@@ -93,8 +94,8 @@ async def test_processed_ledger_stops_a_second_application(redis: Any, settings:
 async def test_publishing_a_processed_signal_again_leaves_that_target_out(
     redis: Any, settings: Settings
 ) -> None:
-    """Publishing an id its target already processed (its hash gone, as after expiry) reaches the
-    other targets only: a new entry is never one the ledger holds, so reads need not ask it."""
+    """Publishing an id its target already processed (its signal key gone, as after expiry) reaches
+    the other targets only: a new entry is never one the ledger holds, so reads need not ask it."""
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(FailUntilFixed("ff-1"), redis, settings)
     await burst(FailUntilFixed("ff-2"), redis, settings)
@@ -103,9 +104,10 @@ async def test_publishing_a_processed_signal_again_leaves_that_target_out(
     await burst(FailUntilFixed("ff-1"), redis, settings)
     await redis.delete(bus.keys.signal(first.signal_id))
     again = first.model_copy(update={"target_agents": ("ff-1", "ff-2")})
-    assert await bus.publish(again) == {"ff-2": await redis.hget(bus.keys.signal(first.signal_id),
-                                                                "entry:ff-2")}
-    assert await bus.publish_many([again]) == 0  # the hash exists again: nothing new
+    delivered = await bus.publish(again)
+    assert list(delivered) == ["ff-2"]
+    assert json.loads(await redis.get(bus.keys.signal(first.signal_id)))["to"] == delivered
+    assert await bus.publish_many([again]) == 0  # every target holds it now: nothing new
     assert await redis.xlen(bus.keys.inbox("ff-1")) == 1
     await burst(FailUntilFixed("ff-1"), redis, settings)
     await burst(FailUntilFixed("ff-2"), redis, settings)
@@ -120,7 +122,7 @@ async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings
     ping = Signal.create("PING", "tester", targets=["echo-1"])
     await bus.publish(ping)
     runner = AgentRunner(Echo("echo-1"), bus, Registry(redis, settings))
-    [delivery], _new = await runner._next_batch(burst=True)
+    [delivery] = await runner._next_batch(burst=True)
     await runner._handle(delivery)  # handled, but the process "dies" before settling
     await runner._handle(delivery)  # handled again after a redelivery
     assert await redis.xlen(bus.keys.inbox("tester")) == 1

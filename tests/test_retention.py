@@ -27,19 +27,18 @@ async def test_trimming_expires_what_was_never_processed(redis: Any, settings: S
     old = []
     for n in range(3):  # written as if published long ago
         signal = Signal.create("PING", "cli", targets=["te-1"])
-        await redis.hset(keys.signal(signal.signal_id), mapping={**signal.to_fields(),
-                                                                  "status:te-1": "PENDING"})
-        await redis.xadd(keys.inbox("te-1"), signal.to_fields(), id=f"{1000 + n}-0")
+        entry = await redis.xadd(keys.inbox("te-1"), signal.to_fields(), id=f"{1000 + n}-0")
+        await redis.hset(keys.pending("te-1"), signal.signal_id, f"{entry} 0")
         old.append(signal)
     fresh = Signal.create("PING", "cli", targets=["te-1"])
     await bus.publish(fresh)
     delivered = await bus.read("te-1", "c1", count=2, block_ms=None)  # old[0], old[1]
-    await bus.settle("te-1", [Outcome(delivered[0], SignalStatus.PROCESSED)])  # old[0] done
+    await bus.settle("te-1", "c1", [Outcome(delivered[0], SignalStatus.PROCESSED)])  # old[0] done
     result = await Retention(redis, settings).run()
     assert result.expired == 2
-    status = {s.signal_id: (await redis.hget(keys.signal(s.signal_id), "status:te-1")) for s in old}
-    assert status == {old[0].signal_id: "PROCESSED", old[1].signal_id: "EXPIRED",
-                      old[2].signal_id: "EXPIRED"}
+    status = await bus.statuses([(s.signal_id, "te-1") for s in old])
+    assert status == [SignalStatus.PROCESSED, SignalStatus.EXPIRED, SignalStatus.EXPIRED]
+    assert await redis.hlen(keys.pending("te-1")) == 1  # only the fresh one is unsettled
     letters = await DeadLetters(redis, settings).list("te-1")
     assert sorted(x["entry"] for x in letters) == ["1001-0", "1002-0"]
     assert all(x["reason"] == "expired before it was processed" for x in letters)
@@ -58,7 +57,7 @@ async def test_dead_agents_leave_after_grace_but_stopped_ones_stay(redis: Any, s
         await registry.register(agent_id, instance, agent_type="t", subscriptions=("PING",), version="1")
         if agent_id == "stopped-1":
             await registry.deregister(agent_id, instance)
-    await redis.delete(*[k for k in await redis.keys(f"{keys.prefix}hb:dead-1:*")])
+    await redis.delete(*[k for k in await redis.keys(f"{keys.prefix}hb:{{dead-1}}:*")])
     await registry.reap_dead()
     await redis.hset(keys.agent("dead-1"), "last_seen", "1")
     result = await Retention(redis, settings).run()

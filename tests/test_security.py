@@ -174,7 +174,7 @@ def test_tls_with_client_certificates(tmp_path: Path, namespace: str) -> None:
         result = subprocess.run(hivebus_argv("publish", "PING", "--to", "someone", "--allow-unregistered",
                                              "--json"), env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        result = subprocess.run(hivebus_argv("redis-cli", "XLEN", f"{namespace}:stream:someone"), env=env,
+        result = subprocess.run(hivebus_argv("redis-cli", "XLEN", f"{namespace}:inbox:{{someone}}"), env=env,
                                 capture_output=True, text=True)
         assert result.stdout.strip() == "1", result.stdout + result.stderr
         no_ca = hivebus_env(url, namespace)
