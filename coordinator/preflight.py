@@ -6,8 +6,8 @@
   may be refused to an application user), and the process refuses to run unless
   ``HIVEBUS_ALLOW_EVICTION=1`` says otherwise, which is then warned about at every start.
 * **Key layout.** ``<ns>:layout`` says which key layout a namespace's data is written in. Data of
-  an older layout (a namespace with keys but no layout marker) is refused with how to start
-  fresh; a namespace with no data gets the marker.
+  an older layout (no marker, and a registered agent whose keys are named the 0.1 way) is
+  refused with how to start fresh; any other namespace gets the marker.
 """
 
 from __future__ import annotations
@@ -43,15 +43,13 @@ async def check_eviction(redis: Redis, settings: Settings) -> None:
 
 
 async def check_layout(redis: Redis, settings: Settings) -> None:
-    """Mark an empty namespace with this layout; refuse data written in another one."""
+    """Mark a namespace with this layout unless it holds data of another; refuse that data."""
     keys = Keys(settings.namespace)
     async with translate_redis_errors():
         found = await redis.get(keys.layout())
-        if found is None:
-            old = await redis.exists(keys.agents(), keys.signal_log())
-            if not old:
-                await redis.set(keys.layout(), LAYOUT_VERSION, nx=True)
-                return
+        if found is None and not await _holds_old_layout(redis, keys):
+            await redis.set(keys.layout(), LAYOUT_VERSION, nx=True)
+            return
     if found == LAYOUT_VERSION:
         return
     written = f"key layout {found}" if found else "the key layout of hivebus 0.1"
@@ -59,6 +57,14 @@ async def check_layout(redis: Redis, settings: Settings) -> None:
         f"namespace {settings.namespace!r} holds data written in {written}, which this version "
         f"(key layout {LAYOUT_VERSION}) does not read; start fresh with 'hivebus reset --yes' "
         f"(deletes the namespace's keys) or use another HIVEBUS_NAMESPACE")
+
+
+async def _holds_old_layout(redis: Redis, keys: Keys) -> bool:
+    """Whether a registered agent has keys named as hivebus 0.1 named them (O(1): one member)."""
+    member = await redis.srandmember(keys.agents())
+    if not member:
+        return False
+    return bool(await redis.exists(f"{keys.prefix}agent:{member}", f"{keys.prefix}stream:{member}"))
 
 
 async def reset_namespace(redis: Redis, settings: Settings) -> int:
