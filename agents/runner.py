@@ -22,7 +22,7 @@ from structlog.contextvars import bound_contextvars
 from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
 from coordinator.bus import Bus, Delivery, Outcome, entry_order
-from coordinator.errors import InvalidInput, RedisUnavailable, UnknownAgent
+from coordinator.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
 from coordinator.logs import get_logger
 from coordinator.models import SignalStatus, now_s
 from coordinator.redelivery import Redelivery
@@ -80,6 +80,7 @@ class AgentRunner:
         self._suspect_upto: tuple[int, int] | None = None  # entries up to here may be settled already
         self._working: list[str] = []  # inbox entries of the batch being handled
         self._read_scope: anyio.CancelScope | None = None
+        self._refused: list[Outcome] = []  # a settle the script refused before writing anything
 
     @property
     def consumer(self) -> str:
@@ -103,6 +104,7 @@ class AgentRunner:
                 subscriptions=self.agent.subscriptions(),
                 version=self.agent.version,
             )
+            await self._set_aside_bad_keys()
             await self.bus.ensure_group(agent_id)
             self._due_at = await self.redelivery.next_due(agent_id)
             state = await self.memory.load_state(self.agent.version)
@@ -201,6 +203,13 @@ class AgentRunner:
                     self.log.info("redis reachable again")
                 backoff = 0.1
             except RedisUnavailable as exc:
+                if isinstance(exc, BadKey) or "WRONGTYPE" in str(exc):  # a key edited by hand
+                    if not await self._set_aside_bad_keys():  # another agent's, or not a type problem
+                        self.log.warning("redis refused a command on a key of the wrong type",
+                                         error=str(exc))
+                        await anyio.sleep(1.0)
+                    unsettled, self._refused = self._refused, []  # a refused settle wrote nothing
+                    continue
                 if "NOGROUP" in str(exc):  # the group was destroyed, or Redis lost its data
                     await self._recreate_group()
                     continue
@@ -211,6 +220,29 @@ class AgentRunner:
         if unsettled:
             with contextlib.suppress(RedisUnavailable):
                 await self._settle(unsettled)
+
+    async def _set_aside_bad_keys(self) -> int:
+        """Rename each key of this agent's that holds the wrong type (edited by hand) to
+        ``<key>:set-aside:<ms>`` (same slot, content kept), so the agent carries on with fresh
+        ones; logged per key. Another agent's bad key is only logged (it is that agent's to fix)."""
+        keys, agent_id = self.bus.keys, self.agent.agent_id
+        expected = {keys.inbox(agent_id): "stream", keys.pending(agent_id): "hash",
+                    keys.done(agent_id): "zset", keys.status(agent_id): "hash",
+                    keys.retries(agent_id): "zset", keys.dead_letters(agent_id): "stream",
+                    keys.agent(agent_id): "hash"}
+        moved = 0
+        try:
+            for key, want in expected.items():
+                have = await self.bus.redis.type(key)
+                if have not in ("none", want):
+                    aside = f"{key}:set-aside:{int(now_s() * 1000)}"
+                    await self.bus.redis.rename(key, aside)
+                    self.log.warning("set aside a key edited into the wrong type", key=key, held=have,
+                                     moved_to=aside)
+                    moved += 1
+        except RedisError as err:
+            self.log.warning("could not check this agent's keys", error=str(err))
+        return moved
 
     async def _recreate_group(self) -> None:
         """Recreate a lost consumer group from the start of the inbox; what it delivers again is
@@ -244,6 +276,9 @@ class AgentRunner:
         async def settle() -> None:
             try:
                 await self._settle(outcomes)
+            except BadKey as exc:  # refused by the script's checks, before any write: safe to resend
+                self._refused = outcomes
+                failures.append(exc)
             except RedisUnavailable as exc:
                 failures.append(exc)
 

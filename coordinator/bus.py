@@ -456,5 +456,6 @@ def publish_error(text: str) -> Exception:
         return InboxFull(f"agent {agent!r} has {backlog} unsettled signals, the most its inbox takes "
                          f"(HIVEBUS_INBOX_MAX): it is stopped or behind; try again later")
     if "BAD_KEY" in text:
-        return BadKey(text.split("BAD_KEY", 1)[1].strip().split(" script:")[0].strip())
+        message = text.split("BAD_KEY", 1)[1].strip().split(" script:")[0].strip()
+        return BadKey(message, message.split(" ", 1)[0])
     return redis_errors.ResponseError(text)

@@ -70,6 +70,10 @@ class RedisUnavailable(HivebusError):
 class BadKey(RedisUnavailable):
     """Raised when one of hivebus's keys holds the wrong type of value (edited by hand)."""
 
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key or message.split(" ", 1)[0]
+
 
 class UnsafeRedis(HivebusError):
     """Raised at start when the server could lose data silently (an eviction policy) or holds
