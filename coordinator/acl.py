@@ -51,7 +51,7 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) 
                     f"{ns}:signals", f"{ns}:subs:*", f"{ns}:agents", f"{ns}:agent:{me}"]
     selectors = [
         "(" + " ".join([*(f"~{k}" for k in publish_keys), "+evalsha", "+eval"]) + ")",
-        f"(~{ns}:inbox:* +xadd +type)",
+        f"(~{ns}:inbox:* +xadd +xlen +type)",
         f"(~{ns}:pending:* +hset +hexists +hlen +type)",
         f"(%R~{ns}:done:* +zscore +type)",
     ]

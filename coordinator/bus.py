@@ -404,7 +404,7 @@ def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None 
     for name, value in fields.items():
         if not _is_text(name) or not _is_text(value):
             return Delivery(entry_id, {printable(k): printable(v) for k, v in fields.items()}, None,
-                            f"malformed entry: field {printable(name)!r} holds bytes that are not UTF-8",
+                            f"malformed entry: field '{printable(name)}' holds bytes that are not UTF-8",
                             redelivered)
     if max_data is not None and len(fields.get("data", "")) > max_data:
         return Delivery(entry_id, fields, None,

@@ -26,6 +26,19 @@ local function expect(key, want)
   end
   return nil
 end
+-- A read that doubles as the type check of its key: a key edited into another type fails the
+-- script here, before its first write, naming the key (any other error is raised as it is).
+local function must(want, cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r['err'] then
+    local message = tostring(r['err'])
+    if string.find(message, 'WRONGTYPE', 1, true) then
+      error('BAD_KEY ' .. key .. ' is a ' .. type_of(key) .. ', not a ' .. want .. ' (edited by hand?)')
+    end
+    error(message)
+  end
+  return r
+end
 -- HINCRBY that cannot fail: a counter edited into text is reset to the increment (and a key
 -- edited into another type is left alone).
 local function bump(key, field, n)
@@ -47,7 +60,8 @@ end
 #       4 JSON {"t": [targets], "y": [[type, [subscribers as the client knows them]]],
 #       "s": [sources], "b": [[signal key ttl ms, [target index…], explicit (1/0), source index,
 #       [field, value, … ('id', 'type', 'source' first)]], …]}.
-# Checks before any write: key types, explicit targets registered, each untargeted type's
+# Checks before any write (each read doubles as its key's type check): explicit targets
+# registered, each untargeted type's
 # subscribers still those the client sent (else SUBSCRIBERS_CHANGED: the client refreshes and
 # retries), and per target that its unsettled signals plus the new ones stay within the inbox
 # max (else INBOX_FULL <agent> <backlog>).
@@ -60,22 +74,23 @@ local arg = cjson.decode(ARGV[4])
 local targets, sources, batch, types = arg.t, arg.s, arg.b, arg.y
 local nt, nb, ny = #targets, #batch, #types
 local function tkey(i, k) return KEYS[2 + 3 * (i - 1) + k] end
-local problem = expect(KEYS[1], 'stream') or expect(KEYS[2], 'set')
-if problem then return redis.error_reply(problem) end
-for i = 1, nt do
-  problem = expect(tkey(i, 1), 'stream') or expect(tkey(i, 2), 'hash') or expect(tkey(i, 3), 'zset')
-  if problem then return redis.error_reply(problem) end
+must('stream', 'XLEN', KEYS[1])
+local registered = {}  -- sources that are registered agents (their published counters grow)
+for s = 1, #sources do
+  registered[s] = must('set', 'SISMEMBER', KEYS[2], sources[s]) == 1
 end
 for n = 1, ny do
-  local subs_key = KEYS[2 + 3 * nt + nb + n]
-  problem = expect(subs_key, 'set')
-  if problem then return redis.error_reply(problem) end
-  local now = redis.call('SMEMBERS', subs_key)
+  local now = must('set', 'SMEMBERS', KEYS[2 + 3 * nt + nb + n])
   table.sort(now)
   local known = types[n][2]
   local same = #now == #known
   for i = 1, #now do if now[i] ~= known[i] then same = false end end
   if not same then return redis.error_reply('SUBSCRIBERS_CHANGED ' .. types[n][1]) end
+end
+local backlog = {}
+for i = 1, nt do
+  must('stream', 'XLEN', tkey(i, 1))
+  backlog[i] = must('hash', 'HLEN', tkey(i, 2))
 end
 if ARGV[3] ~= '1' then
   local checked = {}
@@ -98,7 +113,7 @@ for n, signal in ipairs(batch) do
   local id = signal[5][2]
   new[n] = {}
   for _, i in ipairs(signal[2]) do
-    if redis.call('HEXISTS', tkey(i, 2), id) == 0 and not redis.call('ZSCORE', tkey(i, 3), id) then
+    if redis.call('HEXISTS', tkey(i, 2), id) == 0 and not must('zset', 'ZSCORE', tkey(i, 3), id) then
       new[n][#new[n] + 1] = i
       adding[i] = (adding[i] or 0) + 1
     end
@@ -106,9 +121,8 @@ for n, signal in ipairs(batch) do
 end
 local max = tonumber(ARGV[1])
 for i, count in pairs(adding) do
-  local backlog = redis.call('HLEN', tkey(i, 2))
-  if backlog + count > max then
-    return redis.error_reply('INBOX_FULL ' .. targets[i] .. ' ' .. backlog)
+  if backlog[i] + count > max then
+    return redis.error_reply('INBOX_FULL ' .. targets[i] .. ' ' .. backlog[i])
   end
 end
 -- every check passed: write
@@ -151,9 +165,7 @@ for n, signal in ipairs(batch) do
   replies[n] = reply
 end
 for s, count in pairs(published) do
-  if redis.call('SISMEMBER', KEYS[2], sources[s]) == 1 then
-    bump(KEYS[2 + 3 * nt + nb + ny + s], 'published', count)
-  end
+  if registered[s] then bump(KEYS[2 + 3 * nt + nb + ny + s], 'published', count) end
 end
 return replies
 """
@@ -177,14 +189,13 @@ SETTLE = _HELPERS + r"""
 local arg = cjson.decode(ARGV[1])
 local inbox, pending, done, status, retry, dlq, agent = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   KEYS[5], KEYS[6], KEYS[7]
-local problem = expect(inbox, 'stream') or expect(pending, 'hash') or expect(done, 'zset')
-  or expect(status, 'hash') or expect(retry, 'zset') or expect(dlq, 'stream') or expect(agent, 'hash')
-if problem then return redis.error_reply(problem) end
 local entries = arg.e
+-- settled ids past their keep time, aged out below (a bounded number per settle)
+local old = must('zset', 'ZRANGEBYSCORE', done, '-inf', arg.now, 'LIMIT', 0, 256)
 -- which of the batch this consumer still owns
 local owned = {}
 local limit = #entries + 1024
-local mine = redis.call('XPENDING', inbox, arg.g, arg.lo, arg.hi, limit, arg.c)
+local mine = must('stream', 'XPENDING', inbox, arg.g, arg.lo, arg.hi, limit, arg.c)
 for _, p in ipairs(mine) do owned[p[1]] = true end
 if #mine >= limit then
   for _, e in ipairs(entries) do
@@ -195,13 +206,14 @@ if #mine >= limit then
   end
 end
 -- effects: the type each command needs, checked (with the values increments need) before writing
-local NEEDS = {SET = 'any', DEL = 'any', EXPIRE = 'any', PEXPIRE = 'any', INCRBY = 'string',
-  INCRBYFLOAT = 'string', HSET = 'hash', HDEL = 'hash', HINCRBY = 'hash', HINCRBYFLOAT = 'hash',
-  SADD = 'set', SREM = 'set', ZADD = 'zset', ZINCRBY = 'zset', ZREM = 'zset', LPUSH = 'list',
-  RPUSH = 'list', LTRIM = 'list', XADD = 'stream'}
+local NEEDS = nil
 local known = {}
 local function is_integer(v) return v and string.match(v, '^%-?%d+$') and #v <= 18 end
 local function effect_problem(effects)
+  NEEDS = NEEDS or {SET = 'any', DEL = 'any', EXPIRE = 'any', PEXPIRE = 'any', INCRBY = 'string',
+    INCRBYFLOAT = 'string', HSET = 'hash', HDEL = 'hash', HINCRBY = 'hash', HINCRBYFLOAT = 'hash',
+    SADD = 'set', SREM = 'set', ZADD = 'zset', ZINCRBY = 'zset', ZREM = 'zset', LPUSH = 'list',
+    RPUSH = 'list', LTRIM = 'list', XADD = 'stream'}
   local shadow = {}
   for n, fx in ipairs(effects) do
     local cmd, key = fx[1], KEYS[fx[2]]
@@ -242,7 +254,7 @@ for n, e in ipairs(entries) do
     p.act = 'superseded'
   else
     local record = false
-    if sig ~= '' then record = redis.call('HGET', pending, sig) end
+    if sig ~= '' then record = must('hash', 'HGET', pending, sig) end
     if not record and sig ~= '' and redis.call('ZSCORE', done, sig) then
       p.act = 'duplicate'
     else
@@ -264,6 +276,18 @@ for n, e in ipairs(entries) do
   end
   plan[n] = p
 end
+-- the keys only some outcomes write are checked when those outcomes are there
+local writes = {}
+for n, p in ipairs(plan) do
+  if p.act ~= 'superseded' then
+    if entries[n][7] == 1 or p.st == 'FAILED' then writes.retry = true end
+    if p.act == 'settle' and p.st ~= 'PROCESSED' and p.st ~= 'FAILED' then writes.dlq = true end
+    if p.act == 'settle' and #entries[n][8] > 0 then writes.dlq = true end  -- an effect may fail
+  end
+end
+if writes.retry then must('zset', 'ZCARD', retry) end
+if writes.dlq or #old > 0 then must('hash', 'HLEN', status) end
+if writes.dlq then must('stream', 'XLEN', dlq) end
 -- write
 local counts = {PROCESSED = 0, FAILED = 0, DEAD = 0, EXPIRED = 0, superseded = 0, duplicate = 0}
 local acks = {}
@@ -321,8 +345,6 @@ if #acks > 0 then redis.call('XACK', inbox, arg.g, unpack(acks)) end
 for _, st in ipairs({'PROCESSED', 'DEAD', 'EXPIRED'}) do
   if counts[st] > 0 then bump(agent, string.lower(st), counts[st]) end
 end
--- age out settled ids past their keep time (a bounded number per settle)
-local old = redis.call('ZRANGEBYSCORE', done, '-inf', arg.now, 'LIMIT', 0, 256)
 if #old > 0 then
   redis.call('ZREM', done, unpack(old))
   redis.call('HDEL', status, unpack(old))
