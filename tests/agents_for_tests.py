@@ -81,3 +81,46 @@ class Slow(Agent):
         await anyio.sleep(float(signal.data.get("seconds", 1)))
         pid = str(os.getpid())
         ctx.effect("HINCRBY", f"{prefix}test:finished_by", pid, 1)
+
+
+class Counter(Agent):
+    """WORK: counts each run of its handler (a direct write, so re-runs show), waits
+    ``data.seconds`` (awaiting) and/or blocks the event loop ``data.block_s`` (``time.sleep``),
+    fails its first ``data.fail`` runs, then asks for its effect:
+    ``HINCRBY <ctx.key("applied")> <signal id> 1``, applied at settle."""
+
+    agent_type = "counter"
+
+    @handles("WORK")
+    async def on_work(self, signal: Signal, ctx: Context) -> None:
+        import time
+
+        import anyio
+
+        prefix = ctx.bus.keys.prefix
+        pipe = ctx.bus.redis.pipeline(transaction=False)
+        pipe.hincrby(f"{prefix}test:runs", signal.signal_id, 1)
+        pipe.hincrby(f"{prefix}test:runs_by", str(os.getpid()), 1)
+        runs, _ = await pipe.execute()
+        if int(runs) <= int(signal.data.get("fail", 0)):
+            raise RuntimeError(f"asked to fail run {runs}")
+        if signal.data.get("seconds"):
+            await anyio.sleep(float(signal.data["seconds"]))
+        if signal.data.get("block_s"):
+            time.sleep(float(signal.data["block_s"]))  # noqa: ASYNC251 - blocks the event loop on purpose
+        ctx.effect("HINCRBY", ctx.key("applied"), signal.signal_id, 1)
+
+
+class Forwarder(Agent):
+    """FORWARD: publishes WORK to ``data.to`` (each try counted), then applies its own effect.
+
+    A full inbox at the target makes ``ctx.publish`` raise InboxFull: a retryable failure."""
+
+    agent_type = "forwarder"
+
+    @handles("FORWARD")
+    async def on_forward(self, signal: Signal, ctx: Context) -> None:
+        prefix = ctx.bus.keys.prefix
+        await ctx.bus.redis.hincrby(f"{prefix}test:tries", signal.signal_id, 1)
+        await ctx.publish("WORK", to=[str(signal.data["to"])], data={"from": signal.signal_id})
+        ctx.effect("HINCRBY", ctx.key("applied"), signal.signal_id, 1)

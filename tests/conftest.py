@@ -150,7 +150,8 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
     if request.param == "fake":
         import fakeredis
 
-        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        # decoding like coordinator.connection.open_client: bytes that are not UTF-8 become surrogates
+        client = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
     else:
         from coordinator.connection import open_client
 
@@ -235,6 +236,23 @@ class Processes:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process started by :meth:`start` wrote so far (stdout and stderr)."""
+        path = self.logs / f"proc-{self.started.index(proc)}.log"
+        return path.read_text(encoding="utf-8", errors="replace")
+
+    def log_events(self, proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+        """The JSON log lines of a process started by :meth:`start` (other lines skipped)."""
+        events = []
+        for line in self.log(proc).splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
     def stop_all(self) -> None:
         for proc in self.started:
             if proc.poll() is None:
@@ -255,6 +273,41 @@ def procs(real_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[
     processes = Processes(env, tmp_path)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture(params=list(REAL_SERVERS))
+def each_server(request: pytest.FixtureRequest, real_servers: dict[str, RedisServer]) -> RedisServer:
+    """Each real redis-server of the session in turn (6.2 and 7.0 where both are here)."""
+    return real_servers[request.param]
+
+
+@pytest.fixture
+def procs_each(each_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    """Like ``procs``, on each real redis-server in turn (see ``each_server``)."""
+    env = hivebus_env(each_server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
+                      HIVEBUS_COORDINATOR_TICK_S="0.3", HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    processes = Processes(env, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+def publish_batch(url: str, namespace: str, signals: list[Any], *, allow_unregistered: bool = False,
+                  **settings: Any) -> None:
+    """Publish ``signals`` with the library in one script call (all entries appear at once)."""
+    import anyio
+
+    from coordinator.bus import Bus
+    from coordinator.connection import open_client
+
+    async def go() -> None:
+        client = open_client(url)
+        try:
+            await Bus(client, Settings(namespace=namespace, **settings)).publish_many(
+                signals, allow_unregistered=allow_unregistered)
+        finally:
+            await client.aclose()
+
+    anyio.run(go)
 
 
 @pytest.fixture

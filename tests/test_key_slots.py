@@ -1,0 +1,174 @@
+"""Fault 8: every per-agent key, and every key a per-agent script is called with, is in the agent's
+Redis Cluster slot (CRC16/XMODEM of the hash tag ``{<agent>}``, mod 16384).
+
+The slot is computed here from first principles and checked against redis-py's ``key_slot``. The
+scripts' KEYS are captured from real calls (settle, claim-due, renew, expire, replay) made by the
+library's own code paths on fakeredis, so a key added to a call without the tag shows up here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import fakeredis
+import pytest
+from redis.crc import key_slot
+
+from agents.runner import AgentRunner
+from coordinator.bus import Bus
+from coordinator.dlq import DeadLetters
+from coordinator.ids import new_id
+from coordinator.keys import Keys
+from coordinator.models import Signal, SignalStatus
+from coordinator.registry import Registry
+from coordinator.retention import Retention
+from coordinator.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from coordinator.settings import Settings
+from tests.agents_for_tests import Counter
+
+AGENTS = ["a", "risk-manager", "agent.7_x", "Z" * 64, "0"]
+SLOTS = 16384
+
+
+def crc16_xmodem(data: bytes) -> int:
+    """CRC-16/XMODEM (poly 0x1021, init 0), the checksum Redis Cluster hashes keys with."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def slot(key: str) -> int:
+    """The cluster slot of ``key``: the hash tag's content when there is a non-empty one."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    computed = crc16_xmodem(data) % SLOTS
+    assert computed == key_slot(key.encode()), key  # agrees with redis-py
+    return computed
+
+
+def test_slot_function_matches_the_cluster_spec() -> None:
+    """The reference values of the Redis Cluster spec: CRC16('123456789') = 0x31C3."""
+    assert crc16_xmodem(b"123456789") == 0x31C3
+    assert slot("{user1000}.following") == slot("{user1000}.followers") == slot("user1000")
+    assert slot("foo{}{bar}") == crc16_xmodem(b"foo{}{bar}") % SLOTS  # an empty tag hashes it all
+
+
+def per_agent_keys(keys: Keys, agent_id: str) -> dict[str, str]:
+    """Every key method of Keys that takes an agent id, called for ``agent_id``."""
+    extra = {"instance_id": "host-1-ab12", "item_id": new_id(), "name": "applied:{odd}"}
+    built: dict[str, str] = {}
+    for name, method in inspect.getmembers(Keys, inspect.isfunction):
+        params = list(inspect.signature(method).parameters)[1:]
+        if not params or params[0] != "agent_id":
+            continue
+        built[name] = getattr(keys, name)(agent_id, *(extra[p] for p in params[1:]))
+    return built
+
+
+@pytest.mark.parametrize("namespace", ["hive", "t-1_x"])
+@pytest.mark.parametrize("agent_id", AGENTS)
+def test_every_per_agent_key_is_in_the_agents_slot(namespace: str, agent_id: str) -> None:
+    """inbox, pending, done, status, retries, dead_letters, agent, instances, heartbeat, state,
+    snapshots, config_history, memory_index, memory_item, decisions, pending_decisions, events,
+    effect_key (and any other Keys method taking an agent id) hash to CRC16(agent) mod 16384."""
+    built = per_agent_keys(Keys(namespace), agent_id)
+    named = {"inbox", "pending", "done", "status", "retries", "dead_letters", "agent", "instances",
+             "heartbeat", "state", "snapshots", "config_history", "memory_index", "memory_item",
+             "decisions", "pending_decisions", "events", "effect_key"}
+    assert named <= set(built), named - set(built)
+    expected = crc16_xmodem(agent_id.encode()) % SLOTS
+    wrong = {name: key for name, key in built.items() if slot(key) != expected}
+    assert wrong == {}
+    assert all(key.startswith(f"{namespace}:") for key in built.values())
+
+
+# --- the KEYS of the per-agent scripts, captured from real calls ------------------------------
+
+SCRIPT_NAMES = {hashlib.sha1(source.encode()).hexdigest(): name for name, source in
+                [("publish", PUBLISH), ("settle", SETTLE), ("claim_due", CLAIM_DUE), ("renew", RENEW),
+                 ("expire", EXPIRE), ("replay", REPLAY)]}
+
+
+class ScriptCalls:
+    """Wraps a fakeredis client's EVAL and EVALSHA to record (script name, KEYS) of each call."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+        evalsha, eval_ = client.evalsha, client.eval
+
+        async def recording_evalsha(sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+            self.calls.append((SCRIPT_NAMES.get(sha, sha), [str(k) for k in keys_and_args[:numkeys]]))
+            return await evalsha(sha, numkeys, *keys_and_args)
+
+        async def recording_eval(script: str, numkeys: int, *keys_and_args: Any) -> Any:
+            sha = hashlib.sha1(script.encode()).hexdigest()
+            self.calls.append((SCRIPT_NAMES.get(sha, sha), [str(k) for k in keys_and_args[:numkeys]]))
+            return await eval_(script, numkeys, *keys_and_args)
+
+        client.evalsha = recording_evalsha
+        client.eval = recording_eval
+
+    def of(self, name: str) -> Iterator[list[str]]:
+        return (keys for called, keys in self.calls if called == name)
+
+
+async def drive_one_agent(redis: Any, settings: Settings, agent_id: str) -> None:
+    """Settle (with an effect), a failure and its due retry, renewals of a slow batch, a dead
+    letter and its replay, and a retention pass, all through the library's own code."""
+    bus = Bus(redis, settings)
+
+    async def burst() -> None:
+        runner = AgentRunner(Counter(agent_id), bus, Registry(redis, settings))
+        with anyio.fail_after(10):
+            await runner.run(anyio.Event(), burst=True)
+
+    await burst()  # registers
+    retried = Signal.create("WORK", "tester", targets=[agent_id], data={"fail": 1})
+    slow = Signal.create("WORK", "tester", targets=[agent_id], data={"seconds": 0.3})
+    dead = Signal.create("WORK", "tester", targets=[agent_id], data={"fail": 99})
+    await bus.publish_many([retried, slow, dead])
+    await burst()
+    statuses = await bus.statuses([(s.signal_id, agent_id) for s in (retried, slow, dead)])
+    assert statuses == [SignalStatus.PROCESSED, SignalStatus.PROCESSED, SignalStatus.DEAD]
+    letters = DeadLetters(redis, settings)
+    [letter] = await letters.list(agent_id)
+    await letters.replay(agent_id, letter["dlq_entry"])
+    await Retention(redis, settings).run()
+
+
+@pytest.mark.anyio
+async def test_per_agent_scripts_are_called_with_keys_of_one_slot(tmp_path: Any) -> None:
+    """settle, claim-due, renew, expire and replay are each called with KEYS all in the slot of
+    the agent they serve (effect keys made with ctx.key included), for several agents."""
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
+    calls = ScriptCalls(redis)
+    settings = Settings(namespace="slots", home=tmp_path, heartbeat_ttl_s=1.5, read_block_ms=100,
+                        retry_base_s=0.01, retry_max_s=0.05, max_deliveries=2, claim_idle_s=0.15)
+    agents = AGENTS[:3]
+    for agent_id in agents:
+        await drive_one_agent(redis, settings, agent_id)
+    await redis.aclose()
+    per_agent = ("settle", "claim_due", "renew", "expire", "replay")
+    seen: dict[str, set[str]] = {name: set() for name in per_agent}
+    for name in per_agent:
+        for keys in calls.of(name):
+            slots = {slot(k) for k in keys}
+            assert len(slots) == 1, (name, keys)
+            [agent_id] = [a for a in agents if slot(a) in slots]
+            assert all(f"{{{agent_id}}}" in k for k in keys), (name, keys)
+            seen[name].add(agent_id)
+    assert seen == {name: set(agents) for name in per_agent}  # each script seen for each agent
+    effect_keys = [k for keys in calls.of("settle") for k in keys if ":fx:" in k]
+    assert effect_keys  # the effects' keys travel in the settle's KEYS, in the slot checked above
