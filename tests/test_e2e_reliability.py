@@ -67,14 +67,22 @@ def test_signal_of_a_killed_replica_is_redelivered(
 
 @pytest.mark.anyio
 async def test_chaos_nothing_lost_nothing_twice(tmp_path: Path) -> None:
-    """Acceptance 1: kill replicas at random and restart Redis once; every pair settles once."""
+    """Acceptance 1: kill replicas at random, pause (SIGSTOP) replicas past the claim idle time and
+    heartbeat TTL, stall one replica's event loop, pause Redis and restart it once: every pair
+    settles, and its effect applies exactly once (counted per target after every replica stopped)."""
     from bench.chaos import run_chaos
 
-    result = await run_chaos(signals=900, kill_every=60, workdir=tmp_path)
+    result = await run_chaos(signals=900, kill_every=60, workdir=tmp_path, rate=60, pause_every=225,
+                             pause_s=4.0, redis_pauses=1, redis_pause_s=2.5, block_every=100,
+                             block_s=3.0, settle_limit_s=30)
     print(result.line())
-    assert result.kills == 15 and result.redis_restarts == 1
-    assert result.lost == 0 and result.applied_twice == 0
-    assert result.processed + result.dead == result.pairs
+    where = f"{result.line()}\nlogs in {tmp_path}"
+    assert result.kills == 15 and result.redis_restarts == 1, where
+    assert result.pauses == 4 and result.redis_pauses == 1, where
+    assert result.lost == 0 and result.applied_twice == 0 and result.mismatched == 0, where
+    assert not result.crashed and not result.errors, where
+    assert result.processed == result.pairs and result.dead == 0, where
+    assert result.pauses_superseded >= 1, where  # a paused replica came back to a settle it no longer owned
 
 
 def test_dlq_cli_list_show_replay_purge(procs: Processes, real_server: RedisServer, namespace: str) -> None:
