@@ -14,6 +14,7 @@ from typing import Any
 
 from coordinator.connection import Redis
 from coordinator.decisions import DecisionLog
+from coordinator.errors import VersionConflict
 from coordinator.events import EpisodicLog
 from coordinator.memory import MemoryItem, ShortTermMemory
 from coordinator.scoring import ConfidenceAdjustment, adjust_confidence
@@ -61,9 +62,14 @@ class AgentMemory:
         """Load the CURRENT state, creating a first one when the agent never saved any."""
         stored = await self.states.load(self.agent_id)
         if stored is None:
-            stored = await self.states.save(
-                AgentState(agent_id=self.agent_id, agent_version=agent_version), reason="created"
-            )
+            try:
+                stored = await self.states.save(
+                    AgentState(agent_id=self.agent_id, agent_version=agent_version), reason="created"
+                )
+            except VersionConflict:  # another replica created it at the same moment: use theirs
+                stored = await self.states.load(self.agent_id)
+                if stored is None:
+                    raise
         self.state = stored
         return stored
 

@@ -80,6 +80,7 @@ class AgentRunner:
         self._suspect_upto: tuple[int, int] | None = None  # entries up to here may be settled already
         self._working: list[str] = []  # inbox entries of the batch being handled
         self._read_scope: anyio.CancelScope | None = None
+        self._stopping = False
         self._refused: list[Outcome] = []  # a settle the script refused before writing anything
 
     @property
@@ -149,6 +150,7 @@ class AgentRunner:
     async def _interrupt_read_on(self, stop: anyio.Event) -> None:
         """A stop request ends a blocking read at once (an idle agent blocks for seconds)."""
         await stop.wait()
+        self._stopping = True  # reads from now on do not block
         if self._read_scope is not None:
             self._read_scope.cancel()
 
@@ -172,7 +174,7 @@ class AgentRunner:
             if due:
                 return due
         block: int | None = None
-        if not burst:
+        if not burst and not self._stopping:
             block = self.settings.read_block_ms
             if self._due_at is not None:
                 block = max(1, min(block, int((self._due_at - now_s()) * 1000) + 1))

@@ -6,8 +6,10 @@ nowhere else, with any password in the URL redacted from the message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeAlias
 
@@ -77,7 +79,7 @@ async def connected(
     client = open_client(url, client_name=client_name, settings=settings)
     try:
         async with translate_redis_errors(url):
-            await client.ping()
+            await _ping_until_loaded(client)
         if settings is not None and check:
             from coordinator.preflight import check_server
 
@@ -85,6 +87,19 @@ async def connected(
         yield client
     finally:
         await client.aclose()
+
+
+async def _ping_until_loaded(client: Redis, limit_s: float = 60.0) -> None:
+    """PING; while Redis is loading its data set after a restart, wait for it (up to ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            await client.ping()
+            return
+        except redis_errors.BusyLoadingError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @contextlib.asynccontextmanager
