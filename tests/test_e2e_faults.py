@@ -43,9 +43,17 @@ def client(url: str) -> sync_redis.Redis:
     return sync_redis.Redis.from_url(url, decode_responses=True)
 
 
-def live_replicas(raw: sync_redis.Redis, namespace: str, agent_id: str) -> int:
-    """How many replicas of ``agent_id`` have a live heartbeat key."""
-    return len(list(raw.scan_iter(match=f"{namespace}:hb:{{{agent_id}}}:*", count=1000)))
+def start_agent(procs: Processes, agent_id: str, spec: str = COUNTER) -> subprocess.Popen[bytes]:
+    """Start one replica and wait until it logs 'agent started' (replicas are started one after
+    another: see test_replicas_of_a_new_agent_starting_together_all_start for starting together)."""
+    proc = procs.start("agent", "run", spec, "--id", agent_id)
+
+    def started() -> bool:
+        assert proc.poll() is None, procs.log(proc)[-3000:]
+        return any(e.get("event") == "agent started" for e in procs.log_events(proc))
+
+    wait_until(started, 30, f"a replica of {agent_id} to start")
+    return proc
 
 
 def work(agent_id: str, count: int, **data: Any) -> list[Signal]:
@@ -84,8 +92,7 @@ def test_replica_paused_mid_batch_is_superseded_and_each_effect_applies_once(
     processes it; after SIGCONT the paused one's settle is superseded (logged) and applies
     nothing; every effect applied exactly once, all settled, and the resumed replica goes on."""
     keys, procs = Keys(namespace), fast
-    replicas = [procs.start("agent", "run", COUNTER, "--id", "ctr") for _ in range(2)]
-    wait_until(lambda: live_replicas(raw, namespace, "ctr") == 2, 30, "two live replicas")
+    replicas = [start_agent(procs, "ctr") for _ in range(2)]
     signals = work("ctr", 6, seconds=0.4)
     publish_batch(real_server.url, namespace, signals)  # one script call: one replica reads them all
     runs_by = f"{keys.prefix}test:runs_by"
@@ -128,8 +135,7 @@ def test_handler_blocking_the_event_loop_past_claim_idle_applies_once(
     heartbeat TTL 1.5 s), two replicas: the signal is settled, its effect applied exactly once."""
     keys, procs = Keys(namespace), fast
     for _ in range(2):
-        procs.start("agent", "run", COUNTER, "--id", "ctr")
-    wait_until(lambda: live_replicas(raw, namespace, "ctr") == 2, 30, "two live replicas")
+        start_agent(procs, "ctr")
     signals = work("ctr", 1, block_s=2.5)
     publish_batch(real_server.url, namespace, signals)
     sid = signals[0].signal_id
@@ -151,8 +157,7 @@ def test_consumer_group_destroyed_while_running_is_recreated_without_repeats(
     keys, procs = Keys(namespace), procs_each
     procs.env.update(HIVEBUS_READ_BLOCK_MS="300")
     raw = client(each_server.url)
-    agent = procs.start("agent", "run", COUNTER, "--id", "ctr")
-    wait_until(lambda: live_replicas(raw, namespace, "ctr") == 1, 30, "the agent")
+    agent = start_agent(procs, "ctr")
     first = work("ctr", 5)
     publish_batch(each_server.url, namespace, first)
     applied_key = keys.effect_key("ctr", "applied")
@@ -213,8 +218,7 @@ def test_full_inbox_refuses_cli_publish_and_a_forwarding_handler_retries_until_r
     assert "'b'" in line and "50 unsettled" in line and "HIVEBUS_INBOX_MAX" in line
     assert refused.stdout == ""
     assert written_for(raw, keys, "b") == before  # no entry, no pending record, no log, no signal key
-    fwd = procs.start("agent", "run", "tests.agents_for_tests:Forwarder", "--id", "fwd")
-    wait_until(lambda: live_replicas(raw, namespace, "fwd") == 1, 30, "the forwarder")
+    fwd = start_agent(procs, "fwd", "tests.agents_for_tests:Forwarder")
     sid = procs.cli_json("publish", "FORWARD", "--to", "fwd", "--data", '{"to": "b"}')["signal_id"]
     tries = f"{keys.prefix}test:tries"
     wait_until(lambda: int(raw.hget(tries, sid) or 0) >= 2, 15, "the forward to be tried again")
@@ -380,6 +384,19 @@ def test_cli_publish_into_a_wrong_typed_key_prints_one_line_and_writes_nothing(
     assert sorted(published["delivered_to"]) == ["a", "b"]
     assert raw.pttl(keys.signal(published["signal_id"])) > 0
     assert (raw.xlen(keys.inbox("a")), raw.xlen(keys.inbox("b"))) == (1, 1)
+
+
+def test_agent_that_cannot_start_says_why_in_one_line(procs: Processes, namespace: str,
+                                                     raw: sync_redis.Redis) -> None:
+    """Found while testing fault 1 (a replica that lost the first-state race died with a
+    traceback): an agent whose start fails with a hivebus error (here its state, edited by hand
+    into an invalid version) exits 1 with one stderr line, like every other command."""
+    raw.hset(Keys(namespace).state("ctr"), mapping={"agent_id": "ctr", "version": "abc"})
+    proc = procs.start("agent", "run", COUNTER, "--id", "ctr")
+    assert proc.wait(30) == 1
+    lines = [x for x in procs.log(proc).splitlines() if not x.startswith("{")]  # JSON log lines aside
+    assert len(lines) == 1 and lines[0].startswith("hivebus: error: "), lines[:5]
+    assert "state" in lines[0]
 
 
 def test_old_key_layout_is_refused_until_reset(procs_each: Processes, each_server: RedisServer,

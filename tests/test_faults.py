@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -49,6 +51,51 @@ async def inbox_state(redis: Any, bus: Bus, agent_id: str) -> tuple[int, int, in
             await redis.xlen(bus.keys.signal_log()), len(signal_keys))
 
 
+class Replicas:
+    """Agent runners running in this test's event loop; what each one raised, if anything."""
+
+    def __init__(self, runners: list[AgentRunner]) -> None:
+        self.runners = runners
+        self.errors: list[Exception] = []
+        self.stop = anyio.Event()
+
+    async def until(self, predicate: Any, limit_s: float, what: str) -> Any:
+        """Wait for ``predicate``; a runner that died fails the wait at once with its error."""
+        async def check() -> Any:
+            if self.errors:
+                raise self.errors[0]
+            return await predicate()
+
+        return await eventually(check, limit_s, what)
+
+
+@asynccontextmanager
+async def running(*runners: AgentRunner) -> AsyncIterator[Replicas]:
+    """Run ``runners`` until the block ends, then stop them (never cancel them: a fakeredis
+    client cancelled mid-command hangs) and raise the block's or a runner's error."""
+    replicas = Replicas(list(runners))
+
+    async def one(runner: AgentRunner) -> None:
+        try:
+            await runner.run(replicas.stop)
+        except Exception as exc:
+            replicas.errors.append(exc)
+
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        for runner in runners:
+            tg.start_soon(one, runner)
+        try:
+            yield replicas
+        except (Exception, pytest.fail.Exception) as exc:
+            failure = exc
+        replicas.stop.set()
+    if failure is not None:
+        raise failure
+    if replicas.errors:
+        raise replicas.errors[0]
+
+
 # --- fault 1: a replica paused between handling and settling ----------------------------------
 
 async def test_settle_of_a_replica_whose_batch_was_taken_over_is_superseded(
@@ -84,6 +131,29 @@ async def test_settle_of_a_replica_whose_batch_was_taken_over_is_superseded(
     assert (await redis.xinfo_groups(bus.keys.inbox("ctr")))[0]["pending"] == 0
     for signal in signals:
         assert await status_of(bus, signal, "ctr") is SignalStatus.PROCESSED
+
+
+async def test_replicas_of_a_new_agent_starting_together_all_start(redis: Any, settings: Settings) -> None:
+    """Found while testing fault 1: two replicas of an agent never started before, started at the
+    same moment (a deployment of two), both start and share the work; neither dies of racing the
+    other to save the agent's first state."""
+    bus = Bus(redis, settings)
+
+    async def both_alive() -> bool:
+        agents = await Registry(redis, settings).list_agents()
+        return sum(1 for a in agents for i in a.instances if i.alive) == 2
+
+    signals = work("fresh", 4)
+    async with running(*(AgentRunner(Counter("fresh"), bus, Registry(redis, settings))
+                         for _ in range(2))) as replicas:
+        await replicas.until(both_alive, 10, "both replicas to be registered and alive")
+        await bus.publish_many(signals)
+        await replicas.until(lambda: _has(redis, bus, "fresh", 4), 10, "the signals to be processed")
+    assert await applied(redis, bus, "fresh") == {s.signal_id: "1" for s in signals}
+
+
+async def _has(redis: Any, bus: Bus, agent_id: str, count: int) -> bool:
+    return len(await applied(redis, bus, agent_id)) == count
 
 
 # --- fault 4: a full inbox -------------------------------------------------------------------
@@ -232,8 +302,12 @@ async def test_publish_with_a_wrong_typed_key_writes_nothing_then_delivers_each_
     await redis.delete(broken)
     assert sorted(await bus.publish(signal)) == ["a", "b"]
     assert await bus.publish(signal) == {}  # the same id again: nobody twice
-    ttl_ms = await redis.pttl(bus.keys.signal(signal.signal_id))
+    ttl_ms = await redis.pttl(bus.keys.signal(signal.signal_id))  # the key table: TTL, signal's
     assert 0 < ttl_ms <= (settings.signal_ttl_s + settings.signal_grace_s) * 1000
+    for agent_id in ("a", "b"):  # the key table: no TTL (an inbox or backlog that expires loses signals)
+        assert await redis.pttl(bus.keys.inbox(agent_id)) == -1
+        assert await redis.pttl(bus.keys.pending(agent_id)) == -1
+    assert await redis.pttl(bus.keys.signal_log()) == -1
     for agent_id in ("a", "b"):
         await burst(Counter(agent_id), redis, settings)
         assert await applied(redis, bus, agent_id) == {signal.signal_id: "1"}
@@ -247,20 +321,12 @@ async def test_group_destroyed_under_a_running_agent_repeats_nothing(redis: Any,
     await burst(Counter("ctr"), redis, settings)
     first, second = work("ctr", 4), work("ctr", 2)
     await bus.publish_many(first)
-    runner = AgentRunner(Counter("ctr"), bus, Registry(redis, settings))
-    stop = anyio.Event()
-
-    async def has(n: int) -> bool:
-        return len(await applied(redis, bus, "ctr")) == n
-
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            await tg.start(runner.run, stop)
-            await eventually(lambda: has(4), 10, "the first signals")
-            await redis.xgroup_destroy(bus.keys.inbox("ctr"), "ctr")
-            await bus.publish_many(second)
-            await eventually(lambda: has(6), 10, "the new signals after the group was recreated")
-            stop.set()
+    async with running(AgentRunner(Counter("ctr"), bus, Registry(redis, settings))) as replicas:
+        await replicas.until(lambda: _has(redis, bus, "ctr", 4), 10, "the first signals")
+        await redis.xgroup_destroy(bus.keys.inbox("ctr"), "ctr")
+        await bus.publish_many(second)
+        await replicas.until(lambda: _has(redis, bus, "ctr", 6), 10,
+                             "the new signals after the group was recreated")
     everything = [*first, *second]
     assert await applied(redis, bus, "ctr") == {s.signal_id: "1" for s in everything}
     assert await redis.hgetall(f"{bus.keys.prefix}test:runs") == {s.signal_id: "1" for s in everything}
