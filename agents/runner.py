@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 from redis.exceptions import RedisError
 from structlog.contextvars import bound_contextvars
 
+from agents.liveness import LivenessThread
 from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
 from coordinator.bus import Bus, Delivery, Outcome, entry_order
@@ -64,8 +65,11 @@ def load_agent_class(spec: str) -> type[Agent]:
 class AgentRunner:
     """Runs one agent instance against a bus until told to stop."""
 
-    def __init__(self, agent: Agent, bus: Bus, registry: Registry) -> None:
+    def __init__(self, agent: Agent, bus: Bus, registry: Registry, *, liveness_client: Any = None) -> None:
+        """``liveness_client``: a synchronous redis-py client (``connection.open_sync_client``) for
+        the liveness thread; without one, heartbeats run on the event loop."""
         self.agent = agent
+        self._liveness_client = liveness_client
         self.bus = bus
         self.registry = registry
         self.settings = bus.settings
@@ -105,26 +109,53 @@ class AgentRunner:
                 subscriptions=self.agent.subscriptions(),
                 version=self.agent.version,
             )
-            await self._set_aside_bad_keys()
-            await self.bus.ensure_group(agent_id)
-            self._due_at = await self.redelivery.next_due(agent_id)
-            state = await self.memory.load_state(self.agent.version)
-            await self.agent.setup()
-            self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
-                          cycle=state.current_cycle, state_version=state.version)
-            task_status.started()
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat_loop)
-                    tg.start_soon(self._renew_loop)
-                    tg.start_soon(self._interrupt_read_on, stop)
-                    await self._consume(stop, burst)
-                    tg.cancel_scope.cancel()
+            set_up = False
+            try:  # from here on, whatever happens, the instance deregisters
+                await self._set_aside_bad_keys()
+                await self.bus.ensure_group(agent_id)
+                self._due_at = await self.redelivery.next_due(agent_id)
+                state = await self.memory.load_state(self.agent.version)
+                await self.agent.setup()
+                set_up = True
+                self.log.info("agent started", subscriptions=list(self.agent.subscriptions()),
+                              cycle=state.current_cycle, state_version=state.version)
+                task_status.started()
+                await self._run_until(stop, burst)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self.agent.teardown()
+                    if set_up:
+                        await self.agent.teardown()
                     await self._deregister()
                     await self.memory.close()
+
+    async def _run_until(self, stop: anyio.Event, burst: bool) -> None:
+        """Consume, with liveness kept by a thread when this runner has a client for one (so a
+        handler blocking the event loop does not make the replica look dead), else by tasks."""
+        liveness = None
+        if self._liveness_client is not None:
+            liveness = LivenessThread(self._liveness_client, self.settings, self.agent.agent_id,
+                                      self.consumer, lambda: self._working)
+            liveness.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                if liveness is None:
+                    tg.start_soon(self._heartbeat_loop)
+                    tg.start_soon(self._renew_loop)
+                else:
+                    tg.start_soon(self._progress_loop, liveness)
+                tg.start_soon(self._interrupt_read_on, stop)
+                await self._consume(stop, burst)
+                tg.cancel_scope.cancel()
+        finally:
+            if liveness is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(liveness.stop)
+
+    async def _progress_loop(self, liveness: LivenessThread) -> None:
+        """Tell the liveness thread the event loop runs (it stops heartbeating when this stops)."""
+        while True:
+            liveness.loop_alive()
+            await anyio.sleep(self.settings.heartbeat_interval_s / 3)
 
     async def _deregister(self) -> None:
         try:
@@ -322,6 +353,10 @@ class AgentRunner:
             for delivery in deliveries:
                 if delivery.signal is not None and delivery.signal.signal_id in done:
                     outcomes.append(Outcome(delivery, SignalStatus.PROCESSED))  # settled before: ack only
+                elif delivery.deliveries > self.settings.max_deliveries:
+                    outcomes.append(self._dead(delivery, (
+                        f"delivered {delivery.deliveries} times without being settled: every replica "
+                        f"handling it died or stalled (HIVEBUS_MAX_DELIVERIES)")))
                 else:
                     outcomes.append(await self._handle(delivery))
         finally:

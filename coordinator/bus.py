@@ -42,6 +42,7 @@ class Delivery:
     signal: Signal | None
     error: str | None = None
     redelivered: bool = False
+    deliveries: int = 1  # times Redis delivered the entry (known for entries taken over)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from coordinator.bus import Bus
 from coordinator.cli_common import Parser, fail, listing, positive_int, with_redis
 from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
-from coordinator.connection import connected, redis_endpoint
+from coordinator.connection import connected, open_sync_client, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput
 from coordinator.logs import configure_logging
 from coordinator.managed_redis import find_binaries
@@ -204,7 +204,9 @@ async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_cls(check_agent_id(args.id))
     with redis_endpoint(settings) as url:
         async with connected(url, client_name=f"hivebus-agent-{args.id}", settings=settings) as redis:
-            runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings))
+            liveness = open_sync_client(url, client_name=f"hivebus-agent-{args.id}", settings=settings)
+            runner = AgentRunner(agent, Bus(redis, settings), Registry(redis, settings),
+                                 liveness_client=liveness)
             # a process of its own: start-up objects (modules, schemas) leave the collector's
             # view, which took the 20-30 ms GC pauses out of the latency tail
             gc.freeze()
@@ -423,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``hivebus`` console script."""
     args = build_parser().parse_args(argv)
@@ -436,6 +443,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             code = anyio.run(func, args, settings)
     except HivebusError as exc:
         fail(str(exc), 1)
+    except BaseExceptionGroup as group:  # raised inside a task group (agent run, coordinator)
+        ours = group.subgroup(HivebusError)
+        if ours is None:
+            raise
+        fail(str(_first_leaf(ours)), 1)
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # `hivebus … | head`: the reader left; say nothing more

@@ -68,6 +68,21 @@ def open_client(url: str, *, client_name: str | None = None, settings: Settings 
         raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
 
 
+def open_sync_client(url: str, *, client_name: str | None = None, settings: Settings | None = None) -> Any:
+    """A synchronous client configured like :func:`open_client`, for a thread of its own."""
+    import redis as sync_redis
+
+    tls: dict[str, Any] = (
+        dict(settings.tls_options()) if settings is not None and url.startswith("rediss://") else {}
+    )
+    try:
+        return sync_redis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape",
+                                         client_name=client_name, socket_timeout=10,
+                                         socket_connect_timeout=5, health_check_interval=30, **tls)
+    except ValueError as exc:
+        raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
+
+
 @contextlib.asynccontextmanager
 async def connected(
     url: str, *, client_name: str | None = None, settings: Settings | None = None, check: bool = True

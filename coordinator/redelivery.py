@@ -8,12 +8,15 @@
   agent once it has been idle for ``claim_idle_s`` *and* its consumer's heartbeat is gone:
   reclaim is decided by liveness, not by a timeout alone. A replica renews the entries it
   is working on (``XCLAIM … JUSTID``), so a long handler is never taken from a live process.
+  An entry taken over ``max_deliveries`` times (every replica handling it died or stalled:
+  a signal that kills its handler) is dead-lettered instead of handled again.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from coordinator.bus import Bus, Delivery, decode_delivery, entry_order, printable
@@ -93,7 +96,8 @@ class Redelivery:
             if not orphaned:
                 return []
             claimed = await self.redis.xclaim(inbox, agent_id, consumer, idle_ms, orphaned)
-        return self._decode(claimed)
+        delivered = {str(p["message_id"]): int(p["times_delivered"]) + 1 for p in pel}  # +1: this claim
+        return [replace(d, deliveries=delivered.get(d.entry_id, 1)) for d in self._decode(claimed)]
 
     def _decode(self, claimed: Sequence[Any]) -> list[Delivery]:
         deliveries = []

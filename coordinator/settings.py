@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     claim_idle_s: float = Field(default=15.0, gt=0.1)
+    stall_limit_s: float = Field(default=300.0, gt=0)
     state_history: int = Field(default=20, ge=1, le=10_000)
     stm_window_s: int = Field(default=24 * 3600, ge=1)
     stm_ttl_s: int = Field(default=24 * 3600, ge=1)

@@ -136,3 +136,28 @@ def test_backoff_grows_and_is_capped() -> None:
     for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (8, 10.0)]:
         delay = backoff_s(attempt, 0.5, 10.0, rng)
         assert full / 2 <= delay <= full
+
+
+async def test_a_signal_that_kills_every_replica_is_dead_lettered(redis: Any, settings: Settings) -> None:
+    """An entry taken over max_deliveries times (each replica handling it died: a poison pill that
+    kills its handler) is dead-lettered with the reason, not handed to yet another replica."""
+    settings = settings.model_copy(update={"claim_idle_s": 0.2, "max_deliveries": 3})
+    bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    signal = Signal.create("PING", "cli", targets=["ff-1"])
+    await bus.publish(signal)
+    inbox = bus.keys.inbox("ff-1")
+    [[_, [(entry, _)]]] = await redis.xreadgroup("ff-1", "ghost-1", {inbox: ">"})  # delivery 1: died
+    for ghost in ("ghost-2", "ghost-3"):  # deliveries 2 and 3: each taken over, each replica died
+        await redis.xclaim(inbox, "ff-1", ghost, 0, [entry])
+
+    async def idle() -> bool:
+        return bool(await redis.xpending_range(inbox, "ff-1", "-", "+", 1, idle=300))
+
+    await eventually(idle, 10, "the entry to sit idle past claim_idle_s")
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    report = (await bus.report(signal.signal_id)).targets[0]
+    assert report.status is SignalStatus.DEAD and "delivered 4 times" in (report.error or "")
+    assert await redis.hget(f"{prefix}test:applied", signal.signal_id) is None  # never handled
+    [letter] = await DeadLetters(redis, settings).list("ff-1")
+    assert letter["signal"] == signal.signal_id
