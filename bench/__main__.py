@@ -196,6 +196,9 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         hb, plain = r["latency_hivebus"], r["latency_plain"]
         value = hb["p99"] / plain["p99"] if plain["p99"] else None
         row("p99_vs_plain_p99_same_run", value, "<= 2", value is not None and value <= 2.0, "10")
+        paired = [h / q for h, q in zip(hb["p99s"], plain["p99s"], strict=True) if q]
+        table["p99_vs_plain_each_run"] = {  # each run's hivebus p99 over the plain p99 measured next to it
+            "value": ", ".join(f"{x:.2f}" for x in paired), "target": "context", "met": None, "issue": "10"}
     for name, limit in (("hivebus_per_call", 30.0), ("hivebus_batch", 15.0)):
         if name in r:
             us = r[name]["server"]["us_per_signal"]

@@ -429,7 +429,8 @@ async def server_cost(client: Any, mark: Mark, signals: int) -> dict[str, Any]:
     whole (with the commands it ran) and those commands not again; ``naive_us_per_signal``: the
     sum over every cmdstat line (double counts script bodies); ``script_body_us_per_signal``:
     the script calls' time; ``in_script_us_per_signal``: the time of the commands run inside
-    them (the rest of a script's time is Lua itself: argument decoding, cjson, the interpreter);
+    them or inside EXEC (the rest of a script's time is Lua itself: argument decoding, cjson,
+    the interpreter);
     ``client_calls_per_signal`` / ``all_calls_per_signal``: commands sent, and every command
     run including those inside scripts; ``cpu_us_per_signal``: Redis's main-thread CPU (commands
     plus reading, parsing and writing the network traffic, which commandstats leaves out);
@@ -452,7 +453,8 @@ async def server_cost(client: Any, mark: Mark, signals: int) -> dict[str, Any]:
             rows[name] = (int(value["calls"]), int(value["usec"]))
     scripted = any(name in SCRIPT_CALLS for name in rows)
     inner = (script_commands() if scripted else frozenset()) | QUEUED_IN_MULTI
-    nested = {name for name in rows if name.split("|")[0] in inner and name not in SCRIPT_CALLS}
+    nested = {name for name in rows if name in QUEUED_IN_MULTI  # (a script call inside EXEC, too)
+              or (name.split("|")[0] in inner and name not in SCRIPT_CALLS)}
     per = float(signals)
     sent = [v for name, v in rows.items() if name not in nested]
     return {
