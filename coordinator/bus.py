@@ -424,6 +424,8 @@ def _is_text(value: object) -> bool:
     """Whether a decoded reply is valid UTF-8 text (the client maps other bytes to surrogates)."""
     if not isinstance(value, str):
         return False
+    if value.isascii():  # the usual case, checked in C
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
