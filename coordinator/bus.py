@@ -176,15 +176,13 @@ class Bus:
         targets: dict[str, int] = {}
         sources: dict[str, int] = {}
         batch = []
-        fields: list[str] = []
         for signal in signals:
             explicit = bool(signal.target_agents)
             names = signal.target_agents if explicit else self._subscribers[signal.signal_type]
             indexes = [targets.setdefault(t, len(targets) + 1) for t in names]
             source = sources.setdefault(signal.source_agent, len(sources) + 1)
-            flat = self._fields(signal)
-            batch.append([self._signal_ttl_ms(signal), indexes, 1 if explicit else 0, source, len(flat)])
-            fields += flat
+            batch.append([self._signal_ttl_ms(signal), indexes, 1 if explicit else 0, source,
+                          self._fields(signal)])
         keys = [self.keys.signal_log(), self.keys.agents()]
         for target in targets:
             keys += [self.keys.inbox(target), self.keys.pending(target), self.keys.done(target)]
@@ -194,8 +192,7 @@ class Bus:
         payload = {"t": list(targets), "s": list(sources), "b": batch,
                    "y": [[t, self._subscribers[t]] for t in untargeted]}
         args: list[str | int] = [self.settings.inbox_max, self.settings.log_stream_maxlen,
-                                 1 if allow_unregistered else 0, json.dumps(payload, separators=(",", ":")),
-                                 *fields]
+                                 1 if allow_unregistered else 0, json.dumps(payload, separators=(",", ":"))]
         return keys, args
 
     def _fields(self, signal: Signal) -> list[str]:

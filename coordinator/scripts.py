@@ -59,9 +59,7 @@ end
 # ARGV: 1 inbox max (unsettled signals per target), 2 log maxlen, 3 allow unregistered (1/0),
 #       4 JSON {"t": [targets], "y": [[type, [subscribers as the client knows them]]],
 #       "s": [sources], "b": [[signal key ttl ms, [target index…], explicit (1/0), source index,
-#       number of field strings], …]}, then each signal's fields in order: field, value, …
-#       ('id', 'type', 'source' first). The fields travel as plain arguments: decoding them
-#       from JSON was the largest single cost of a publish in Redis.
+#       [field, value, … ('id', 'type', 'source' first)]], …]}.
 # Checks before any write (each read doubles as its key's type check): explicit targets
 # registered, each untargeted type's
 # subscribers still those the client sent (else SUBSCRIBERS_CHANGED: the client refreshes and
@@ -75,11 +73,6 @@ PUBLISH = _HELPERS + r"""
 local arg = cjson.decode(ARGV[4])
 local targets, sources, batch, types = arg.t, arg.s, arg.b, arg.y
 local nt, nb, ny = #targets, #batch, #types
-local at = 5  -- each signal's fields follow in ARGV, signal after signal
-for _, signal in ipairs(batch) do
-  signal.first, signal.last = at, at + signal[5] - 1
-  at = at + signal[5]
-end
 local function tkey(i, k) return KEYS[2 + 3 * (i - 1) + k] end
 must('stream', 'XLEN', KEYS[1])
 local registered = {}  -- sources that are registered agents (their published counters grow)
@@ -117,7 +110,7 @@ end
 local new = {}
 local adding = {}
 for n, signal in ipairs(batch) do
-  local id = ARGV[signal.first + 1]
+  local id = signal[5][2]
   new[n] = {}
   for _, i in ipairs(signal[2]) do
     if redis.call('HEXISTS', tkey(i, 2), id) == 0 and not must('zset', 'ZSCORE', tkey(i, 3), id) then
@@ -136,13 +129,13 @@ end
 local published = {}
 local replies = {}
 for n, signal in ipairs(batch) do
-  local first, last = signal.first, signal.last
-  local id, kind, source = ARGV[first + 1], ARGV[first + 3], ARGV[first + 5]
+  local fields = signal[5]
+  local id, kind, source = fields[2], fields[4], fields[6]
   local skey = KEYS[2 + 3 * nt + n]
   local reply = {0}
   local to = {}
   for _, i in ipairs(new[n]) do
-    local entry = redis.call('XADD', tkey(i, 1), '*', unpack(ARGV, first, last))
+    local entry = redis.call('XADD', tkey(i, 1), '*', unpack(fields))
     redis.call('HSET', tkey(i, 2), id, entry .. ' 0')
     to[targets[i]] = entry
     reply[#reply + 1] = targets[i]
@@ -151,7 +144,7 @@ for n, signal in ipairs(batch) do
   local record = {type = kind, source = source, to = to}
   if #signal[2] == 0 then
     local body = {}
-    for f = first, last, 2 do body[ARGV[f]] = ARGV[f + 1] end
+    for f = 1, #fields, 2 do body[fields[f]] = fields[f + 1] end
     record.fields = body
   end
   if redis.call('SET', skey, cjson.encode(record), 'PX', signal[1], 'NX') then
