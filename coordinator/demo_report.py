@@ -136,12 +136,12 @@ def print_report(report: Report, keys: Keys) -> None:
         verdict = "nothing lost" if not report.unsettled else f"{report.unsettled} pair(s) NOT settled"
         print(f"chaos: every (signal, target) pair ended PROCESSED or dead-lettered — {verdict}; the "
               f"executor resumed from its saved state (open positions included).")
-    p = keys.prefix
     print(f"""
 dig further:
   hivebus signals --limit 10              hivebus signal show <signal_id>
   hivebus decisions trade-executor --success   hivebus decision show <decision_id>
   hivebus patterns                        hivebus pattern history <pattern_id>
   hivebus state show risk-manager         hivebus memory recall market-hunter whale
-  hivebus redis-cli XINFO GROUPS {p}stream:trade-executor
-  hivebus redis-cli HGETALL {p}state:trade-executor""")
+  hivebus redis-cli XINFO GROUPS '{keys.inbox("trade-executor")}'
+  hivebus redis-cli HLEN '{keys.pending("trade-executor")}'      (its backlog)
+  hivebus redis-cli HGETALL '{keys.state("trade-executor")}'""")
