@@ -1,10 +1,15 @@
 """Running one agent: register, heartbeat, read its inbox in batches, handle, settle, deregister.
 
 The consume loop reads with a blocking ``XREADGROUP`` (no polling sleeps), handles
-each signal of the batch, then settles the whole batch in one script call. A stop
-request (SIGTERM / SIGINT) lets the batch in hand finish and be acked before the
-agent deregisters. ``burst=True`` processes until the inbox is empty and returns,
-for tests and one-shot jobs.
+each signal of the batch, then settles the whole batch in one fenced script call (the
+handlers' effects apply only for entries this replica still owns and has not settled:
+:mod:`coordinator.scripts`). Due retries and the work of dead or stalled replicas are
+claimed before new entries; a lost consumer group is recreated; a key of this agent's
+edited into the wrong type is set aside. Liveness (heartbeat, claim renewal) runs in a
+thread when the runner has a client for one (:mod:`agents.liveness`). A stop request
+(SIGTERM / SIGINT) lets the batch in hand finish and be settled before the agent
+deregisters. ``burst=True`` processes until the inbox is empty and returns, for tests and
+one-shot jobs.
 """
 
 from __future__ import annotations

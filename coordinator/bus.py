@@ -4,8 +4,11 @@ Each agent has an inbox stream whose consumer group is named after the agent;
 replicas of one agent are consumers in that group and share its work. Publishing
 is one Lua script call (one round trip) whatever the number of targets, and it
 touches only the targets' streams, so its cost does not grow with the number of
-agents that are not targets. Reading is a batched blocking ``XREADGROUP``;
-settling a batch (ack + status + dead letters) is one more script call.
+agents that are not targets; it checks everything before its first write (all or
+nothing), refuses a target whose backlog is full (``InboxFull``) and is idempotent per
+target. Reading is a batched blocking ``XREADGROUP``; settling a batch is one fenced
+script call (effects, ack, ledger, retries, dead letters) that applies nothing for an
+entry this consumer no longer owns or whose signal is settled already.
 """
 
 from __future__ import annotations
