@@ -88,7 +88,6 @@ class AgentRunner:
         self._due_at: float | None = None  # when a retry this replica scheduled comes due (wall clock)
         self._suspect_upto: tuple[int, int] | None = None  # entries up to here may be settled already
         self._working: list[str] = []  # inbox entries of the batch being handled
-        self._read_scope: anyio.CancelScope | None = None
         self._stopping = False
         self._refused: list[Outcome] = []  # a settle the script refused before writing anything
 
@@ -184,11 +183,11 @@ class AgentRunner:
                 failing = True
 
     async def _interrupt_read_on(self, stop: anyio.Event) -> None:
-        """A stop request ends a blocking read at once (an idle agent blocks for seconds)."""
+        """After a stop request, reads no longer block. A read already blocking is let finish
+        (within HIVEBUS_READ_BLOCK_MS): cancelling it could drop a reply that already holds
+        entries, which would then sit in this replica's pending list until taken over."""
         await stop.wait()
-        self._stopping = True  # reads from now on do not block
-        if self._read_scope is not None:
-            self._read_scope.cancel()
+        self._stopping = True
 
     async def _next_batch(self, burst: bool) -> list[Delivery]:
         """Reclaimed orphans and due retries first, else new entries (a blocking read)."""
@@ -214,14 +213,7 @@ class AgentRunner:
             block = self.settings.read_block_ms
             if self._due_at is not None:
                 block = max(1, min(block, int((self._due_at - now_s()) * 1000) + 1))
-        deliveries: list[Delivery] = []
-        with anyio.CancelScope() as scope:
-            self._read_scope = scope
-            try:
-                deliveries = await self.bus.read(agent_id, consumer, count=count, block_ms=block)
-            finally:
-                self._read_scope = None
-        return deliveries
+        return await self.bus.read(agent_id, consumer, count=count, block_ms=block)
 
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
         backoff = 0.1
