@@ -20,9 +20,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from coordinator.bus import entry_order
 from coordinator.keys import Keys
 from coordinator.logs import get_logger
+from coordinator.redelivery import renew_call
 from coordinator.scripts import RENEW
 from coordinator.settings import Settings
 
@@ -79,9 +79,8 @@ class LivenessThread(threading.Thread):
                 entries = list(self.working())
                 if entries and now >= next_renew:
                     next_renew = now + renew_every
-                    lo, hi = min(entries, key=entry_order), max(entries, key=entry_order)
-                    self._renew(keys=[self.keys.inbox(self.agent_id)],
-                                args=[self.agent_id, self.instance_id, lo, hi, *entries])
+                    keys, args = renew_call(self.keys, self.agent_id, self.instance_id, entries)
+                    self._renew(keys=keys, args=args)
                 if failing:
                     self.log.info("redis reachable again")
                 failing = False

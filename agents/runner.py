@@ -262,8 +262,11 @@ class AgentRunner:
                     keys.agent(agent_id): "hash"}
         moved = 0
         try:
-            for key, want in expected.items():
-                have = await self.bus.redis.type(key)
+            pipe = self.bus.redis.pipeline(transaction=False)
+            for key in expected:
+                pipe.type(key)
+            found = await pipe.execute()  # one round trip at start, not one per key
+            for (key, want), have in zip(expected.items(), found, strict=True):
                 if have not in ("none", want):
                     aside = f"{key}:set-aside:{int(now_s() * 1000)}"
                     await self.bus.redis.rename(key, aside)
@@ -333,7 +336,8 @@ class AgentRunner:
             self.log.warning("settle superseded: another replica took these signals over while this "
                              "one was paused or stalled; nothing of them was applied here",
                              count=result.superseded)
-        told = {o.delivery.entry_id for o in outcomes if o.status is not SignalStatus.FAILED}
+        told = ({o.delivery.entry_id for o in outcomes if o.status is not SignalStatus.FAILED}
+                if result.dead_letters else set())
         for entry, reason in result.dead_letters:
             if entry not in told:  # the settle script decided it (retries used up, effect rejected)
                 self.log.warning("signal dead-lettered", entry=entry, reason=reason)

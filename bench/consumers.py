@@ -21,6 +21,15 @@ import contextlib
 import json
 import sys
 import time
+from typing import Any
+
+
+async def _report(client: Any, stream: str, latencies: list[float]) -> None:
+    """Hand the latencies (if any) and "done" back to the bench process, and close the client."""
+    if latencies:
+        await client.rpush(f"{stream}:latency", *[f"{x:.4f}" for x in latencies])
+    await client.rpush(f"{stream}:done", "1")
+    await client.aclose()
 
 
 async def raw(url: str, stream: str, count: int, mode: str) -> None:
@@ -46,10 +55,7 @@ async def raw(url: str, stream: str, count: int, mode: str) -> None:
             if batch > 1 and ids:
                 await client.xack(stream, "bench", *ids)
             seen += len(ids)
-    if latencies:
-        await client.rpush(f"{stream}:latency", *[f"{x:.4f}" for x in latencies])
-    await client.rpush(f"{stream}:done", "1")
-    await client.aclose()
+    await _report(client, stream, latencies)
 
 
 async def plain(url: str, stream: str, count: int, mode: str) -> None:
@@ -72,10 +78,7 @@ async def plain(url: str, stream: str, count: int, mode: str) -> None:
             if ids:
                 await client.xack(stream, "bench", *ids)
             seen += len(ids)
-    if latencies:
-        await client.rpush(f"{stream}:latency", *[f"{x:.4f}" for x in latencies])
-    await client.rpush(f"{stream}:done", "1")
-    await client.aclose()
+    await _report(client, stream, latencies)
 
 
 async def faststream(url: str, stream: str, count: int, mode: str) -> None:
@@ -110,10 +113,7 @@ async def faststream(url: str, stream: str, count: int, mode: str) -> None:
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
-    if latencies:
-        await client.rpush(f"{stream}:latency", *[f"{x:.4f}" for x in latencies])
-    await client.rpush(f"{stream}:done", "1")
-    await client.aclose()
+    await _report(client, stream, latencies)
 
 
 if __name__ == "__main__":

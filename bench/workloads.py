@@ -324,6 +324,14 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def _all_alive(registry: Registry, agents: int) -> None:
+    """Wait until ``agents`` registered agents have a live replica."""
+    async def alive() -> bool:
+        return sum(a.alive for a in await registry.list_agents()) == agents
+
+    await _wait(alive, 120)
+
+
 async def many_agents(env: Env, agents: int, watch_s: float) -> dict[str, float]:
     """Coordinator CPU share with ``agents`` agent processes heartbeating, and kill-to-dead time."""
     child = {**env.child_env(), "HIVEBUS_HEARTBEAT_TTL_S": "3", "HIVEBUS_COORDINATOR_TICK_S": "0.5",
@@ -333,10 +341,7 @@ async def many_agents(env: Env, agents: int, watch_s: float) -> dict[str, float]
     client = open_client(env.url)
     registry = Registry(client, env.settings)
     try:
-        async def all_alive() -> bool:
-            return sum(a.alive for a in await registry.list_agents()) == agents
-
-        await _wait(all_alive, 120)
+        await _all_alive(registry, agents)
         ticks = os.sysconf("SC_CLK_TCK")
 
         def cpu() -> float:
@@ -556,10 +561,7 @@ async def idle_cost(env: Env, agents: int, seconds: float) -> dict[str, Any]:
     client = open_client(env.url)
     registry = Registry(client, env.settings)
     try:
-        async def all_alive() -> bool:
-            return sum(a.alive for a in await registry.list_agents()) == agents
-
-        await _wait(all_alive, 120)
+        await _all_alive(registry, agents)
         await anyio.sleep(2.5)  # past start-up: group created, first orphan check done
         alone = await _watch(env.url, seconds)
         coordinator = _spawn(["coordinator"], child)

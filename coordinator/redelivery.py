@@ -1,7 +1,8 @@
 """Getting signals handled again: retries with backoff, and reclaiming a dead replica's work.
 
-* A handler that fails is retried: its entry stays pending in the agent's group and is
-  scheduled in ``hive:retry:<agent>`` at now + backoff (exponential, with jitter); when due,
+* A handler that fails is retried: its entry stays pending in the agent's group and the settle
+  script schedules it in ``hive:retry:{<agent>}`` at now + base * 2^(attempt-1), capped, at a
+  random point in the upper half of that delay ("equal jitter"); when due,
   a replica claims it (``XCLAIM``) and handles it again, up to ``max_deliveries`` attempts
   (the settle script counts attempts and dead-letters at the limit).
 * An entry delivered to a replica that died is reclaimed by a live replica of the same
@@ -14,7 +15,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,14 +22,16 @@ from typing import Any
 from coordinator.bus import Bus, Delivery, decode_delivery, entry_order, printable
 from coordinator.connection import translate_redis_errors
 from coordinator.errors import InvalidId
+from coordinator.keys import Keys
 from coordinator.models import now_s
 from coordinator.scripts import CLAIM_DUE, RENEW
 
 
-def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
-    """Delay before attempt ``attempt + 1``: base * 2^(attempt-1), capped, with "equal jitter"."""
-    delay = float(min(cap_s, base_s * 2 ** max(0, attempt - 1)))
-    return delay / 2 + (rng or random).random() * delay / 2
+def renew_call(keys: Keys, agent_id: str, consumer: str,
+               entry_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of the RENEW script for ``entry_ids`` (not empty)."""
+    lo, hi = min(entry_ids, key=entry_order), max(entry_ids, key=entry_order)
+    return [keys.inbox(agent_id)], [agent_id, consumer, lo, hi, *entry_ids]
 
 
 class Redelivery:
@@ -57,10 +59,9 @@ class Redelivery:
         """Reset the idle time of the entries this consumer still owns and is working on."""
         if not entry_ids:
             return 0
-        lo, hi = min(entry_ids, key=entry_order), max(entry_ids, key=entry_order)
+        keys, args = renew_call(self.keys, agent_id, consumer, entry_ids)
         async with translate_redis_errors():
-            return int(await self._renew(keys=[self.keys.inbox(agent_id)],
-                                         args=[agent_id, consumer, lo, hi, *entry_ids]))
+            return int(await self._renew(keys=keys, args=args))
 
     async def orphans(self, agent_id: str, consumer: str, count: int) -> list[Delivery]:
         """Claim entries idle for ``claim_idle_s`` that nobody alive is working on.

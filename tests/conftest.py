@@ -96,8 +96,10 @@ def _answers(server: RedisServer) -> bool:
     return result.stdout.strip() == "PONG" or "NOAUTH" in result.stdout + result.stderr
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05,
+               explain: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``
+    (with ``explain()`` in the message when given: the state that was not reached)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -105,7 +107,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: fl
         if last:
             return last
         time.sleep(step)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+    detail = explain() if explain else f"last value: {last!r}"
+    pytest.fail(f"timed out after {timeout}s waiting for {what} ({detail})")
 
 
 REAL_SERVERS = _server_binaries()
@@ -265,14 +268,18 @@ class Processes:
                 proc.wait()
 
 
-@pytest.fixture
-def procs(real_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
-    """Subprocess launcher pointed at the session's real redis-server."""
-    env = hivebus_env(real_server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
+def _processes(server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    env = hivebus_env(server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
                       HIVEBUS_COORDINATOR_TICK_S="0.3", HIVEBUS_HOME=str(tmp_path / ".hivebus"))
     processes = Processes(env, tmp_path)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture
+def procs(real_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    """Subprocess launcher pointed at the session's real redis-server."""
+    yield from _processes(real_server, namespace, tmp_path)
 
 
 @pytest.fixture(params=list(REAL_SERVERS))
@@ -284,11 +291,7 @@ def each_server(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
 @pytest.fixture
 def procs_each(each_server: RedisServer, namespace: str, tmp_path: Path) -> Iterator[Processes]:
     """Like ``procs``, on each real redis-server in turn (see ``each_server``)."""
-    env = hivebus_env(each_server.url, namespace, HIVEBUS_HEARTBEAT_TTL_S="2",
-                      HIVEBUS_COORDINATOR_TICK_S="0.3", HIVEBUS_HOME=str(tmp_path / ".hivebus"))
-    processes = Processes(env, tmp_path)
-    yield processes
-    processes.stop_all()
+    yield from _processes(each_server, namespace, tmp_path)
 
 
 def publish_batch(url: str, namespace: str, signals: list[Any], *, allow_unregistered: bool = False,

@@ -11,7 +11,6 @@ import json
 import os
 import signal as os_signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +66,6 @@ def settled_cleanly(raw: sync_redis.Redis, keys: Keys, agent_id: str, signals: l
     assert raw.hlen(keys.status(agent_id)) == 0  # nothing DEAD or EXPIRED
     for signal in signals:
         assert raw.zscore(keys.done(agent_id), signal.signal_id) is not None
-
-
-def poll(predicate: Any, timeout: float) -> bool:
-    """Whether ``predicate`` turns true within ``timeout`` seconds (for a failure message of our own)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -141,10 +130,10 @@ def test_handler_blocking_the_event_loop_past_claim_idle_applies_once(
     sid = signals[0].signal_id
     applied_key, runs = keys.effect_key("ctr", "applied"), f"{keys.prefix}test:runs"
     wait_until(lambda: raw.hget(runs, sid), 15, "a replica to start the handler")
-    deadline_s = 20
-    settled = poll(lambda: raw.zscore(keys.done("ctr"), sid) is not None, deadline_s)
-    assert settled, (f"not settled after {deadline_s}s: handled {raw.hget(runs, sid)!r} times, applied "
-                     f"{raw.hget(applied_key, sid)!r}, pending record {raw.hget(keys.pending('ctr'), sid)!r}")
+    wait_until(lambda: raw.zscore(keys.done("ctr"), sid) is not None, 20, "the signal to settle",
+               explain=lambda: (f"handled {raw.hget(runs, sid)!r} times, applied "
+                                f"{raw.hget(applied_key, sid)!r}, pending record "
+                                f"{raw.hget(keys.pending('ctr'), sid)!r}"))
     assert raw.hgetall(applied_key) == {sid: "1"}
     settled_cleanly(raw, keys, "ctr", signals)
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from agents.runner import AgentRunner
-from coordinator.bus import Bus
+from coordinator.bus import Bus, Outcome
 from coordinator.dlq import DeadLetters
 from coordinator.models import Signal, SignalStatus
-from coordinator.redelivery import backoff_s
 from coordinator.registry import Registry
 from coordinator.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
@@ -128,14 +128,23 @@ async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings
     assert await redis.xlen(bus.keys.inbox("tester")) == 1
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    """Backoff doubles per attempt within [d/2, d] and never exceeds the cap."""
-    import random
-
-    rng = random.Random(1)
-    for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (8, 10.0)]:
-        delay = backoff_s(attempt, 0.5, 10.0, rng)
-        assert full / 2 <= delay <= full
+async def test_retries_back_off_exponentially_within_the_cap(redis: Any, settings: Settings) -> None:
+    """The settle script schedules attempt n's retry base * 2^(n-1) later, capped, at a point in the
+    upper half of that delay (equal jitter); the attempts are counted in the pending record."""
+    settings = settings.model_copy(update={"retry_base_s": 0.5, "retry_max_s": 1.5, "max_deliveries": 10})
+    bus = Bus(redis, settings)
+    await burst(FailUntilFixed("ff-1"), redis, settings)
+    await bus.publish(Signal.create("PING", "cli", targets=["ff-1"]))
+    [delivery] = await bus.read("ff-1", "c", count=1, block_ms=None)
+    for attempt, full in [(1, 0.5), (2, 1.0), (3, 1.5), (4, 1.5)]:
+        before = time.time()
+        settled = await bus.settle("ff-1", "c", [Outcome(delivery, SignalStatus.FAILED, "boom")])
+        after = time.time()
+        assert settled.failed == 1
+        due = await redis.zscore(bus.keys.retries("ff-1"), delivery.entry_id)
+        assert before + full / 2 - 0.01 <= due <= after + full + 0.01, (attempt, due - before)
+        record = await redis.hget(bus.keys.pending("ff-1"), delivery.signal.signal_id)  # type: ignore[union-attr]
+        assert record == f"{delivery.entry_id} {attempt} boom"
 
 
 async def test_a_signal_that_kills_every_replica_is_dead_lettered(redis: Any, settings: Settings) -> None:
