@@ -27,9 +27,9 @@ from structlog.contextvars import bound_contextvars
 from agents.liveness import LivenessThread
 from agents.memory import AgentMemory
 from agents.runtime import Agent, Context
-from coordinator.bus import Bus, Delivery, Outcome, entry_order
+from coordinator.bus import Bus, Delivery, Outcome, Settled, entry_order
 from coordinator.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
-from coordinator.logs import get_logger
+from coordinator.logs import get_logger, handling
 from coordinator.models import SignalStatus, now_s
 from coordinator.redelivery import Redelivery
 from coordinator.registry import Instance, Registry
@@ -90,6 +90,7 @@ class AgentRunner:
         self._working: list[str] = []  # inbox entries of the batch being handled
         self._stopping = False
         self._refused: list[Outcome] = []  # a settle the script refused before writing anything
+        self._carried: list[Delivery] = []  # read beside a settle that failed: handled after it
 
     @property
     def consumer(self) -> str:
@@ -199,7 +200,7 @@ class AgentRunner:
             if orphans:
                 self.log.info("reclaimed signals of a dead or stalled replica", count=len(orphans))
                 return orphans
-        if self._due_at is not None and now_s() >= self._due_at:
+        if self._retry_due():
             due, bad = await self.redelivery.due(agent_id, consumer, count)
             if bad:
                 self.log.warning("removed retry schedule members that are not entry ids",
@@ -208,12 +209,24 @@ class AgentRunner:
                 await self.redelivery.next_due(agent_id))
             if due:
                 return due
-        block: int | None = None
-        if not burst and not self._stopping:
-            block = self.settings.read_block_ms
-            if self._due_at is not None:
-                block = max(1, min(block, int((self._due_at - now_s()) * 1000) + 1))
-        return await self.bus.read(agent_id, consumer, count=count, block_ms=block)
+        return await self.bus.read(agent_id, consumer, count=count, block_ms=self._block_ms(burst))
+
+    def _retry_due(self) -> bool:
+        return self._due_at is not None and now_s() >= self._due_at
+
+    def _claims_first(self) -> bool:
+        """Whether the next batch starts with claims (an orphan check, due retries), not a read."""
+        return anyio.current_time() >= self._next_orphan_check or self._retry_due()
+
+    def _block_ms(self, burst: bool) -> int | None:
+        """How long the next read may block: not at all in burst mode or once asked to stop, and
+        never past the next due retry."""
+        if burst or self._stopping:
+            return None
+        block = self.settings.read_block_ms
+        if self._due_at is not None:
+            block = max(1, min(block, int((self._due_at - now_s()) * 1000) + 1))
+        return block
 
     async def _consume(self, stop: anyio.Event, burst: bool) -> None:
         backoff = 0.1
@@ -295,39 +308,48 @@ class AgentRunner:
                              "(signals already settled are skipped)")
 
     async def _settle_and_read(self, outcomes: list[Outcome], burst: bool) -> list[Delivery]:
-        """Settle the last batch and ask for the next one at the same time (one round trip where
-        there were two); the next batch is handled only after the settle is applied, so each
-        handler sees the effects of the signals before it.
+        """Settle the last batch and read the next one in one round trip (Redis runs the settle
+        first, so each handler sees the effects of the signals before it). When the next batch
+        starts with claims (orphans, due retries), the settle is sent on its own first.
 
-        A settle that fails is not sent again: its entries stay pending and are claimed again
-        after ``claim_idle_s``, and the settle script's fence decides what applies.
+        A settle that fails is not sent again (unless its script refused it before writing
+        anything: a key of the wrong type, set aside first): its entries stay pending and are
+        claimed again after ``claim_idle_s``, and the settle script's fence decides what
+        applies. A batch read beside a failed settle is kept and handled next, after that.
         """
+        if self._carried:
+            if outcomes:
+                await self._settle(outcomes)
+            batch, self._carried = self._carried, []
+            return batch
         if not outcomes:
             return await self._next_batch(burst)
-        failures: list[RedisUnavailable] = []
-
-        async def settle() -> None:
-            try:
-                await self._settle(outcomes)
-            except BadKey as exc:  # refused by the script's checks, before any write: safe to resend
-                self._refused = outcomes
-                failures.append(exc)
-            except RedisUnavailable as exc:
-                failures.append(exc)
-
-        batch: list[Delivery] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(settle)
-            try:
-                batch = await self._next_batch(burst)
-            except RedisUnavailable as exc:
-                failures.append(exc)  # let the settle finish rather than cancel it mid-flight
-        if failures:
-            raise failures[0]
+        if self._claims_first():
+            await self._settle(outcomes)
+            return await self._next_batch(burst)
+        result, batch = await self.bus.settle_and_read(
+            self.agent.agent_id, self.consumer, outcomes, count=self.settings.read_batch,
+            block_ms=self._block_ms(burst))
+        if isinstance(result, RedisUnavailable):
+            self._settle_failed(result, outcomes)
+            self._carried = batch
+            raise result
+        self._settled(result, outcomes)
         return batch
 
     async def _settle(self, outcomes: list[Outcome]) -> None:
-        result = await self.bus.settle(self.agent.agent_id, self.consumer, outcomes)
+        try:
+            result = await self.bus.settle(self.agent.agent_id, self.consumer, outcomes)
+        except RedisUnavailable as exc:
+            self._settle_failed(exc, outcomes)
+            raise
+        self._settled(result, outcomes)
+
+    def _settle_failed(self, exc: RedisUnavailable, outcomes: list[Outcome]) -> None:
+        if isinstance(exc, BadKey):  # refused by the script's checks, before any write: safe to resend
+            self._refused = outcomes
+
+    def _settled(self, result: Settled, outcomes: list[Outcome]) -> None:
         self.handled += result.processed + result.dead
         if result.failed:
             due = now_s() + self.settings.retry_base_s / 2
@@ -389,7 +411,7 @@ class AgentRunner:
             reason = (delivery.error or "malformed entry")[:MAX_REASON]
             self.log.warning("dead-lettered malformed entry", entry=delivery.entry_id, reason=reason)
             return Outcome(delivery, SignalStatus.DEAD, reason)
-        with bound_contextvars(signal_id=signal.signal_id, signal_type=signal.signal_type):
+        with handling(signal.signal_id, signal.signal_type):
             if signal.is_expired():
                 self.log.info("signal expired before it was handled")
                 return Outcome(delivery, SignalStatus.EXPIRED, "expired before it was handled")

@@ -23,7 +23,7 @@ from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
 from coordinator.effects import Effect
-from coordinator.errors import BadKey, InboxFull, InvalidInput, NotFound, UnknownAgent
+from coordinator.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
 from coordinator.keys import Keys, check_signal_id
 from coordinator.models import Signal, SignalStatus, now_s
 from coordinator.scripts import PUBLISH, SETTLE
@@ -121,6 +121,7 @@ class Bus:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self._publish = redis.register_script(PUBLISH)
+        self._settle = redis.register_script(SETTLE)
         self._subscribers: dict[str, list[str]] = {}  # signal type -> subscribers, as last seen
 
     # --- publishing ---------------------------------------------------------------
@@ -237,6 +238,10 @@ class Bus:
             reply = await self.redis.xreadgroup(
                 agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count, block=block_ms
             )
+        return self._deliveries(reply)
+
+    def _deliveries(self, reply: Any) -> list[Delivery]:
+        """Decode an XREADGROUP reply."""
         deliveries: list[Delivery] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -248,6 +253,46 @@ class Bus:
         dead letters, counters — for the entries ``consumer`` still owns, and only once."""
         if not outcomes:
             return Settled()
+        keys, args = self._settle_call(agent_id, consumer, outcomes)
+        async with translate_redis_errors():
+            try:
+                return _settled(await self._settle(keys=keys, args=args))
+            except redis_errors.ResponseError as exc:
+                raise publish_error(str(exc)) from None
+
+    async def settle_and_read(
+        self, agent_id: str, consumer: str, outcomes: Sequence[Outcome], *, count: int,
+        block_ms: int | None,
+    ) -> tuple[Settled | RedisUnavailable, list[Delivery]]:
+        """Settle ``outcomes`` and read the next batch in one round trip: a pipeline of the settle
+        script and the read, which Redis runs in that order (so the next batch's handlers see
+        this batch's effects). The settle's failure is returned beside what was read, not raised
+        (the read's entries must not be dropped with it); a failed read raises."""
+        keys, args = self._settle_call(agent_id, consumer, outcomes)
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            pipe.xreadgroup(agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count,
+                            block=block_ms)
+            settle_reply, read_reply = await pipe.execute(raise_on_error=False)
+            if isinstance(read_reply, Exception):
+                raise read_reply
+        deliveries = self._deliveries(read_reply)
+        try:
+            async with translate_redis_errors():
+                if isinstance(settle_reply, redis_errors.NoScriptError):  # a restarted server
+                    settle_reply = await self._settle(keys=keys, args=args)  # loads it, runs it
+                if isinstance(settle_reply, redis_errors.ResponseError):
+                    raise publish_error(str(settle_reply))
+                if isinstance(settle_reply, Exception):
+                    raise settle_reply
+                return _settled(settle_reply), deliveries
+        except RedisUnavailable as exc:
+            return exc, deliveries
+
+    def _settle_call(self, agent_id: str, consumer: str,
+                     outcomes: Sequence[Outcome]) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of one settle-script call (see coordinator/scripts.py)."""
         keys = [self.keys.inbox(agent_id), self.keys.pending(agent_id), self.keys.done(agent_id),
                 self.keys.status(agent_id), self.keys.retries(agent_id), self.keys.dead_letters(agent_id),
                 self.keys.agent(agent_id)]
@@ -275,16 +320,7 @@ class Bus:
                    "max": self.settings.max_deliveries, "base": int(self.settings.retry_base_s * 1000),
                    "cap": int(self.settings.retry_max_s * 1000), "retain": self.settings.inbox_retain,
                    "lo": min(ids, key=entry_order), "hi": max(ids, key=entry_order), "e": entries}
-        async with translate_redis_errors():
-            try:
-                # EVAL, not EVALSHA: a script missing from a restarted server's cache must not fail;
-                # redis-py's Script would add a SCRIPT EXISTS round trip. Redis caches it by SHA.
-                reply = await self.redis.eval(SETTLE, len(keys), *keys,
-                                              json.dumps(payload, separators=(",", ":")))
-            except redis_errors.ResponseError as exc:
-                raise publish_error(str(exc)) from None
-        letters = tuple((str(reply[i]), str(reply[i + 1])) for i in range(5, len(reply), 2))
-        return Settled(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), letters)
+        return keys, [json.dumps(payload, separators=(",", ":"))]
 
     async def processed(self, agent_id: str, signal_ids: Sequence[str]) -> set[str]:
         """Which of ``signal_ids`` the agent has settled already (its ``done`` ledger holds them)."""
@@ -443,6 +479,11 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     """Sort key of a stream entry id ``<ms>-<seq>``."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _settled(reply: Any) -> Settled:
+    letters = tuple((str(reply[i]), str(reply[i + 1])) for i in range(5, len(reply), 2))
+    return Settled(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), letters)
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

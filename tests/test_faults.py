@@ -156,6 +156,45 @@ async def _has(redis: Any, bus: Bus, agent_id: str, count: int) -> bool:
     return len(await applied(redis, bus, agent_id)) == count
 
 
+async def test_settle_and_read_settles_first_and_keeps_what_it_read_when_the_settle_fails(
+    redis: Any, settings: Settings
+) -> None:
+    """The runner settles a batch and reads the next in one pipeline: Redis runs the settle
+    first; a settle the script refuses (a key edited into the wrong type) comes back beside the
+    entries read, which are not dropped; a server that lost its script cache still settles."""
+    settings = settings.model_copy(update={"read_batch": 1})
+    bus = Bus(redis, settings)
+    await burst(Counter("ctr"), redis, settings)  # registers
+    signals = work("ctr", 4)
+    await bus.publish_many(signals)
+    runner = AgentRunner(Counter("ctr"), bus, Registry(redis, settings))
+    batch = await runner._next_batch(burst=True)
+    outcomes = await runner._handle_batch(batch)
+
+    result, batch = await bus.settle_and_read("ctr", runner.consumer, outcomes, count=1, block_ms=None)
+    assert not isinstance(result, Exception) and result.processed == 1
+    assert await applied(redis, bus, "ctr") == {signals[0].signal_id: "1"}
+    assert [d.signal.signal_id for d in batch if d.signal] == [signals[1].signal_id]
+
+    outcomes = await runner._handle_batch(batch)
+    pending = bus.keys.pending("ctr")
+    saved = await redis.hgetall(pending)
+    await redis.delete(pending)
+    await redis.set(pending, "edited by hand")
+    result, batch = await bus.settle_and_read("ctr", runner.consumer, outcomes, count=1, block_ms=None)
+    assert isinstance(result, BadKey) and pending in str(result)
+    assert [d.signal.signal_id for d in batch if d.signal] == [signals[2].signal_id]
+    assert await applied(redis, bus, "ctr") == {signals[0].signal_id: "1"}  # nothing of it applied
+
+    await redis.delete(pending)
+    await redis.hset(pending, mapping=saved)
+    await redis.script_flush()
+    result, batch = await bus.settle_and_read("ctr", runner.consumer, outcomes, count=1, block_ms=None)
+    assert not isinstance(result, Exception) and result.processed == 1
+    assert await applied(redis, bus, "ctr") == {s.signal_id: "1" for s in signals[:2]}
+    assert [d.signal.signal_id for d in batch if d.signal] == [signals[3].signal_id]
+
+
 # --- fault 4: a full inbox -------------------------------------------------------------------
 
 async def test_publishing_past_inbox_max_is_refused_and_writes_nothing(
