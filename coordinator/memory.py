@@ -1,17 +1,18 @@
 """Short-term (working) memory in Redis: items that expire, recalled by importance * decay + keywords.
 
-Each item is a hash with its own key-level TTL (``EXPIRE``, so it works on Redis
-6.2), indexed by time in a sorted set per agent. Reading many items is one
-``ZRANGEBYSCORE`` plus one pipelined batch of ``HGETALL`` — one round trip, never
-one key at a time. Index entries of items that expired are pruned as they are met.
-Items are private to their agent unless written to the shared scope with a list of
-agents (or ``*``) that may read them. The ranking rule is in :mod:`coordinator.scoring`.
+Each item is a hash with its own key-level TTL (``PEXPIRE``, so it works on Redis 6.2).
+Items are private to their agent unless written with a list of agents (or ``*``) that
+may read them. Every read goes through indexes (:mod:`coordinator.memory_index`): recall
+reads the best-ranked items of the lists that can hold the answer until it is sure of it,
+``recent`` pages a time index, so what a read costs follows its answer, not the history.
+The ranking rule is in :mod:`coordinator.scoring`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,17 @@ from coordinator.connection import Redis, translate_redis_errors
 from coordinator.errors import InvalidInput
 from coordinator.ids import new_id
 from coordinator.keys import Keys, check_agent_id
+from coordinator.memory_index import (
+    MAX_QUERY_WORDS,
+    PURGE_BATCH,
+    REMEMBER,
+    Cursor,
+    Scope,
+    ScopeSearch,
+    decode_terms,
+    encode_terms,
+    rank_key,
+)
 from coordinator.models import describe_validation_error, now_s
 from coordinator.scoring import relevance, words
 from coordinator.settings import Settings
@@ -73,21 +85,8 @@ class MemoryItem(BaseModel):
 
 
 Row = tuple[str, dict[str, str]]  # an item id and its stored fields, not yet decoded
-
-
-def _dated(rows: Iterable[Row], kind: str | None, symbol: str | None) -> list[tuple[float, Row]]:
-    """The rows of ``kind`` about ``symbol`` (None: any) with their timestamps; a row whose
-    timestamp is unreadable is skipped, as :func:`_build` would skip it."""
-    dated = []
-    for row in rows:
-        fields = row[1]
-        if (kind is None or fields.get("kind") == kind) and (
-                symbol is None or fields.get("symbol") == symbol):
-            try:
-                dated.append((float(fields["timestamp"]), row))
-            except (KeyError, ValueError):
-                continue
-    return dated
+PAGE = 500  # items per round trip when a read walks a whole index (items, summarize, cleanup)
+PURGE_WHEN = 64  # expired items a scope may hold before remember purges a batch of them
 
 
 def _build(rows: Iterable[Row]) -> list[MemoryItem]:
@@ -99,6 +98,17 @@ def _build(rows: Iterable[Row]) -> list[MemoryItem]:
         except (KeyError, ValueError, ValidationError):
             continue
     return items
+
+
+def _matches(fields: dict[str, str], kind: str | None, symbol: str | None) -> bool:
+    return (kind is None or fields.get("kind") == kind) and (symbol is None or fields.get("symbol") == symbol)
+
+
+def _timestamp(fields: dict[str, str]) -> float | None:
+    try:
+        return float(fields["timestamp"])
+    except (KeyError, ValueError):
+        return None
 
 
 class ShortTermMemory:
@@ -113,6 +123,14 @@ class ShortTermMemory:
         self.agent_id = check_agent_id(agent_id)
         self.keys = Keys(settings.namespace)
         self.clock = clock
+        self.own = Scope.private(self.keys, self.agent_id)
+        self._remember = redis.register_script(REMEMBER)
+
+    def scopes(self, include_shared: bool = True) -> list[Scope]:
+        """What this agent reads: its own items, then those shared with it and with everyone."""
+        if not include_shared:
+            return [self.own]
+        return [self.own, Scope.shared(self.keys, self.agent_id), Scope.shared(self.keys, EVERYONE)]
 
     async def remember(
         self, kind: str, content: str, *, score: float = 0.5, symbol: str | None = None,
@@ -137,90 +155,171 @@ class ShortTermMemory:
         ttl = min(ttl_s or self.settings.stm_ttl_s, self.settings.stm_window_s)
         if ttl <= 0:
             raise InvalidInput("ttl_s must be positive")
-        if visible:
-            key, index = self.keys.shared_item(item.item_id), self.keys.shared_index()
-        else:
-            key = self.keys.memory_item(self.agent_id, item.item_id)
-            index = self.keys.memory_index(self.agent_id)
-        async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, mapping=item.to_fields())
-            pipe.pexpire(key, int(ttl * 1000))
-            pipe.zadd(index, {item.item_id: item.timestamp})
-            pipe.zremrangebyscore(index, "-inf", item.timestamp - self.settings.stm_window_s)
-            await pipe.execute()
+        if not visible:
+            scopes = [self.own]
+        elif EVERYONE in visible:
+            scopes = [Scope.shared(self.keys, EVERYONE)]
+        else:  # each agent it is shared with finds it in its own scope; so does its owner
+            scopes = [Scope.shared(self.keys, a) for a in dict.fromkeys((*visible, self.agent_id))]
+        item_words = words(content)
+        rank = rank_key(item.score, item.timestamp, self.settings.recall_half_life_s)
+        flat = [x for pair in item.to_fields().items() for x in pair]
+        for scope in scopes:
+            ranked, timed = scope.index_keys(kind, symbol, item_words)
+            keys = [scope.item(item.item_id), scope.times, scope.expiry, scope.terms, *ranked, *timed]
+            args = [item.item_id, repr(item.timestamp), repr(rank), repr(item.timestamp + ttl),
+                    int(ttl * 1000), len(ranked), encode_terms(kind, symbol, item_words),
+                    repr(self.clock()), *flat]
+            async with translate_redis_errors():
+                expired = int(await self._remember(keys=keys, args=args))
+            if expired >= PURGE_WHEN:
+                await self.purge_expired(scope)
         return item.item_id
 
+    # --- reading ------------------------------------------------------------------------------
     async def items(self, *, include_shared: bool = True) -> list[MemoryItem]:
-        """Every live item this agent may read: its own, plus shared ones visible to it."""
-        return _build(await self._rows(include_shared))
+        """Every live item this agent may read: its own, plus shared ones visible to it (read a
+        page of the time index at a time)."""
+        found: dict[str, Row] = {}
+        for scope in self.scopes(include_shared):
+            async for rows in self._pages(scope, scope.times, self.clock() - self.settings.stm_window_s):
+                for item_id, fields in rows:
+                    found.setdefault(scope.item(item_id), (item_id, fields))
+        return _build(found.values())
 
-    async def _rows(self, include_shared: bool) -> list[Row]:
-        """The stored fields of every live item this agent may read (decoded lazily: building
-        10,000 models to return the best 5 was most of a recall's time)."""
-        own = await self._load(self.keys.memory_index(self.agent_id),
-                               self.keys.memory_item_prefix(self.agent_id))
-        if not include_shared:
-            return own
-        shared = await self._load(self.keys.shared_index(), self.keys.shared_item_prefix())
-        visible = []
-        for row in shared:
-            readers = row[1].get("visible_to", "").split(",")
-            if row[1].get("owner") == self.agent_id or EVERYONE in readers or self.agent_id in readers:
-                visible.append(row)
-        return own + visible
-
-    async def _load(self, index: str, item_prefix: str) -> list[Row]:
-        since = self.clock() - self.settings.stm_window_s
-        async with translate_redis_errors():
-            ids = await self.redis.zrangebyscore(index, since, "+inf")
+    async def _pages(self, scope: Scope, index: str, since: float) -> Any:
+        """The live rows of ``index`` (a time index) from ``since`` on, oldest first, a page per
+        round trip; entries whose item expired are purged from the indexes as they are met."""
+        start = 0
+        while True:
+            async with translate_redis_errors():
+                ids = await self.redis.zrangebyscore(index, since, "+inf", start=start, num=PAGE)
             if not ids:
-                return []
+                return
+            rows = await self._fetch(scope, ids, index)
+            yield [(i, f) for i, f in zip(ids, rows, strict=True) if f]
+            start += len(ids) - sum(1 for f in rows if not f)  # purged entries left the index
+            if len(ids) < PAGE:
+                return
+
+    async def _fetch(self, scope: Scope, ids: Sequence[str], index: str) -> list[dict[str, str]]:
+        """The stored fields of ``ids`` ({} for an item that is gone: it is purged, and removed
+        from ``index`` even when its terms were lost)."""
+        async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for item_id in ids:
-                pipe.hgetall(item_prefix + item_id)
-            rows = await pipe.execute()
-            gone = [item_id for item_id, fields in zip(ids, rows, strict=True) if not fields]
-            if gone:
-                await self.redis.zrem(index, *gone)
-        return [(item_id, fields) for item_id, fields in zip(ids, rows, strict=True) if fields]
+                pipe.hgetall(scope.item(item_id))
+            rows: list[dict[str, str]] = await pipe.execute()
+        gone = [item_id for item_id, fields in zip(ids, rows, strict=True) if not fields]
+        if gone:
+            await self.purge(scope, gone, also=[index])
+        return rows
 
     async def recall(
         self, query: str = "", *, kind: str | None = None, symbol: str | None = None,
         topk: int = 5, include_shared: bool = True,
     ) -> list[tuple[float, MemoryItem]]:
-        """The ``topk`` most relevant items (relevance, item), best first."""
-        now, query_words = self.clock(), words(query)
-        ranked: list[tuple[float, float, Row]] = []
-        for timestamp, row in _dated(await self._rows(include_shared), kind, symbol):
-            try:
-                score = float(row[1].get("score", 0))
-            except ValueError:
-                continue  # edited by hand into nonsense: skipped, as _build would
-            ranked.append((relevance(score, now - timestamp, query_words, row[1].get("content", ""),
-                                     self.settings.recall_half_life_s), timestamp, row))
-        ranked.sort(key=lambda r: (-r[0], -r[1]))
-        best: list[tuple[float, MemoryItem]] = []
-        for value, _timestamp, row in ranked:
-            best += [(value, item) for item in _build([row])]
-            if len(best) >= topk:
-                break
-        return best
+        """The ``topk`` most relevant items (relevance, item), best first: the same answer as
+        ranking every item by the README's formula (ties: newest first), found through the
+        indexes (see :mod:`coordinator.memory_index`)."""
+        if topk <= 0:
+            return []
+        now, half_life = self.clock(), self.settings.recall_half_life_s
+        since = now - self.settings.stm_window_s
+        query_words = words(query)
+        looked_up = sorted(query_words)[:MAX_QUERY_WORDS]
+        unindexed = len(query_words) - len(looked_up)  # each can add 1 to an item not met yet
+        searches = [ScopeSearch.start(s, kind, symbol, looked_up) for s in self.scopes(include_shared)]
+        met: set[str] = set()
+        ranked: list[tuple[float, float, MemoryItem]] = []  # (relevance, timestamp, item)
+        reading = [(search, cursor) for search in searches for cursor in search.cursors()]
+        while reading:
+            pages = await self._read_pages([cursor for _, cursor in reading])
+            for (search, cursor), members in zip(reading, pages, strict=True):
+                scope = search.scope
+                fresh = [m for m in cursor.advance(members) if scope.item(m) not in met]
+                met.update(scope.item(m) for m in fresh)
+                if not fresh:
+                    continue
+                rows = await self._fetch(scope, fresh, cursor.key)
+                for item_id, fields in zip(fresh, rows, strict=True):
+                    scored = self._score(item_id, fields, kind, symbol, since, now, query_words)
+                    if scored is not None:
+                        ranked.append(scored)
+            ranked.sort(key=lambda r: (-r[0], -r[1]))
+            del ranked[topk:]
+            kth = ranked[-1][0] if len(ranked) >= topk else -math.inf
+            bound, reading = -math.inf, []
+            for search in searches:
+                value, next_list = search.bound(now, half_life)
+                if next_list is not None and value + unindexed > bound:
+                    bound, reading = value + unindexed, [(search, next_list)]
+            if bound * (1 + 1e-9) + 1e-12 < kth:
+                break  # nothing not met yet can beat the k-th best
+        return [(value, item) for value, _, item in ranked]
+
+    def _score(self, item_id: str, fields: dict[str, str], kind: str | None, symbol: str | None,
+               since: float, now: float, query_words: set[str]) -> tuple[float, float, MemoryItem] | None:
+        """(relevance, timestamp, item) of a stored item that passes the filters, or None (it
+        does not, or it was edited by hand into nonsense: skipped, as a full ranking would)."""
+        if not fields or not _matches(fields, kind, symbol):
+            return None
+        timestamp = _timestamp(fields)
+        if timestamp is None or timestamp < since:
+            return None
+        try:
+            score = float(fields.get("score", 0))
+        except ValueError:
+            return None
+        built = _build([(item_id, fields)])
+        if not built:
+            return None
+        value = relevance(score, now - timestamp, query_words, fields.get("content", ""),
+                          self.settings.recall_half_life_s)
+        return value, timestamp, built[0]
+
+    async def _read_pages(self, cursors: Sequence[Cursor]) -> list[list[tuple[str, float]]]:
+        """The next page of each cursor, in one round trip."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for cursor in cursors:
+                key, below, offset, count = cursor.request()
+                pipe.zrevrangebyscore(key, below, "-inf", start=offset, num=count, withscores=True)
+            pages: list[list[tuple[str, float]]] = await pipe.execute()
+        return pages
 
     async def recent(
         self, kind: str | None = None, symbol: str | None = None, n: int = 10
     ) -> list[MemoryItem]:
-        """The ``n`` newest items, ignoring decay, newest first."""
-        dated = sorted(_dated(await self._rows(True), kind, symbol), key=lambda pair: -pair[0])
-        newest: list[MemoryItem] = []
-        for _timestamp, row in dated:
-            newest += _build([row])
-            if len(newest) >= n:
-                break
-        return newest
+        """The ``n`` newest items of ``kind`` about ``symbol`` (None: any), ignoring decay,
+        newest first: at most ``n`` entries of a time index per scope (more only past items
+        that are gone)."""
+        since = self.clock() - self.settings.stm_window_s
+        newest: dict[str, tuple[float, MemoryItem]] = {}
+        for scope in self.scopes(True):
+            index = scope.timed_by(kind, symbol)
+            start, found = 0, 0
+            while found < n:
+                async with translate_redis_errors():
+                    ids = await self.redis.zrevrangebyscore(index, "+inf", since, start=start, num=n)
+                if not ids:
+                    break
+                rows = await self._fetch(scope, ids, index)
+                for item_id, fields in zip(ids, rows, strict=True):
+                    timestamp = _timestamp(fields) if _matches(fields, kind, symbol) else None
+                    built = _build([(item_id, fields)]) if fields and timestamp is not None else []
+                    if built and timestamp is not None:
+                        newest.setdefault(scope.item(item_id), (timestamp, built[0]))
+                        found += 1
+                start += sum(1 for fields in rows if fields)  # the gone ones left the index
+                if len(ids) < n:
+                    break
+        ordered = sorted(newest.values(), key=lambda pair: -pair[0])
+        return [item for _, item in ordered[:n]]
 
     async def summarize(self, symbol: str | None = None, lookback_s: float = 86_400) -> dict[str, Any]:
-        """Counts by kind and mean score of the items of the last ``lookback_s`` seconds."""
+        """Counts by kind and mean score of the items of the last ``lookback_s`` seconds (read a
+        page of the time index at a time)."""
         since = self.clock() - lookback_s
         items = [i for i in await self.items()
                  if i.timestamp >= since and (symbol is None or i.symbol == symbol)]
@@ -231,19 +330,60 @@ class ShortTermMemory:
         return {"agent_id": self.agent_id, "symbol": symbol, "lookback_s": lookback_s,
                 "count": len(items), "by_kind": by_kind, "avg_score": round(mean, 6)}
 
+    # --- removing -----------------------------------------------------------------------------
     async def cleanup(self, min_score: float = 0.1) -> int:
-        """Delete this agent's items whose decayed score fell below ``min_score``; return how many."""
-        now = self.clock()
-        doomed = [
-            i for i in await self.items(include_shared=False)
-            if relevance(i.score, now - i.timestamp, set(), "", self.settings.recall_half_life_s)
-            < min_score
-        ]
-        if not doomed:
+        """Delete this agent's items whose decayed score fell below ``min_score``; return how
+        many. Reads only them: the rank index lists items by decayed score."""
+        if min_score <= 0:
             return 0
+        now, half_life = self.clock(), self.settings.recall_half_life_s
+        threshold = math.log2(min_score) + now / half_life
+        removed = 0
+        while True:
+            async with translate_redis_errors():
+                ids = await self.redis.zrangebyscore(self.own.ranks, "-inf", f"({threshold!r}",
+                                                     start=0, num=PAGE)
+            if not ids:
+                return removed
+            rows = await self._fetch(self.own, ids, self.own.ranks)
+            doomed = [item_id for item_id, fields in zip(ids, rows, strict=True) if fields]
+            await self.purge(self.own, doomed)
+            removed += len(doomed)
+            if len(ids) < PAGE:
+                return removed
+
+    async def purge_expired(self, scope: Scope | None = None) -> int:
+        """Remove the index entries of items that expired (a bounded batch per round trip) from
+        ``scope`` (default: this agent's own); return how many."""
+        scope = scope or self.own
+        purged = 0
+        while True:
+            async with translate_redis_errors():
+                ids = await self.redis.zrangebyscore(scope.expiry, "-inf", self.clock(), start=0,
+                                                     num=PURGE_BATCH)
+            if not ids:
+                return purged
+            await self.purge(scope, ids)
+            purged += len(ids)
+            if len(ids) < PURGE_BATCH:
+                return purged
+
+    async def purge(self, scope: Scope, ids: Sequence[str], also: Sequence[str] = ()) -> None:
+        """Delete items and every index entry of theirs (found through the terms hash), in one
+        transaction; ``also``: indexes to remove them from even when their terms were lost."""
+        if not ids:
+            return
         async with translate_redis_errors():
+            terms = await self.redis.hmget(scope.terms, list(ids))
             pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(*(self.keys.memory_item(self.agent_id, i.item_id) for i in doomed))
-            pipe.zrem(self.keys.memory_index(self.agent_id), *(i.item_id for i in doomed))
+            for item_id, text in zip(ids, terms, strict=True):
+                decoded = decode_terms(text) if isinstance(text, str) else None
+                indexes = [scope.times, scope.ranks, scope.expiry, *also]
+                if decoded is not None:
+                    ranked, timed = scope.index_keys(decoded[0], decoded[1], decoded[2])
+                    indexes += ranked + timed
+                for index in dict.fromkeys(indexes):
+                    pipe.zrem(index, item_id)
+                pipe.hdel(scope.terms, item_id)
+                pipe.delete(scope.item(item_id))
             await pipe.execute()
-        return len(doomed)

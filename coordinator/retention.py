@@ -8,8 +8,9 @@
   as they settle; nothing unsettled is ever trimmed.)
 * **Dead agents** (no live replica, status ``dead``, unseen for the grace period) leave
   the registry and their subscriptions. Stopped agents stay: their signals wait for them.
-* **Short-term memory** is cleaned of items whose decayed score fell below
-  ``HIVEBUS_STM_CLEANUP_MIN_SCORE`` (off when 0).
+* **Short-term memory**: the index entries of items that expired are purged (each agent's
+  own and shared scopes, a bounded batch per round trip), and, with
+  ``HIVEBUS_STM_CLEANUP_MIN_SCORE`` > 0, items whose decayed score fell below it are removed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RetentionResult:
     trimmed: int = 0
     agents_removed: int = 0
     memories_removed: int = 0
+    memories_purged: int = 0
 
 
 class Retention:
@@ -66,9 +68,14 @@ class Retention:
             log = self.keys.signal_log()
             result.trimmed += int(await self.redis.xtrim(log, minid=cutoff_ms, approximate=False))
         await self._remove_dead_agents(result)
-        if self.settings.stm_cleanup_min_score > 0:
-            for agent_id in agents:
-                memory = ShortTermMemory(self.redis, self.settings, agent_id)
+        purged: set[str] = set()
+        for agent_id in agents:
+            memory = ShortTermMemory(self.redis, self.settings, agent_id)
+            for scope in memory.scopes():
+                if scope.prefix not in purged:  # the everyone scope is every agent's
+                    purged.add(scope.prefix)
+                    result.memories_purged += await memory.purge_expired(scope)
+            if self.settings.stm_cleanup_min_score > 0:
                 result.memories_removed += await memory.cleanup(self.settings.stm_cleanup_min_score)
         return result
 

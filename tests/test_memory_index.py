@@ -1,0 +1,135 @@
+"""Indexed recall and bounded memory reads (issue 11), on fakeredis and each real redis-server.
+
+Recall reads indexes instead of every item; these tests hold it to the full ranking: on random
+data, every query gives exactly what ranking every readable item by the README's formula gives.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from coordinator.memory import ShortTermMemory
+from coordinator.scoring import relevance, words
+from coordinator.settings import Settings
+from tests.test_memory_contract import Clock
+
+pytestmark = pytest.mark.anyio
+
+VOCABULARY = [f"w{n}" for n in range(25)] + ["whale", "btc", "accumulation", "funding"]
+KINDS = ["note", "trade", "outcome"]
+SYMBOLS = [None, "BTC", "ETH", "SOL"]
+AGENTS = ["mh-1", "rm-1", "te-1"]
+
+
+async def brute_force(memory: ShortTermMemory, query: str, kind: str | None, symbol: str | None,
+                      topk: int) -> list[tuple[float, str]]:
+    """The answer by ranking every readable item (what recall returned before it had indexes)."""
+    now, query_words = memory.clock(), words(query)
+    ranked = []
+    for item in await memory.items():
+        if (kind is None or item.kind == kind) and (symbol is None or item.symbol == symbol):
+            value = relevance(item.score, now - item.timestamp, query_words, item.content,
+                              memory.settings.recall_half_life_s)
+            ranked.append((value, item.timestamp, item.item_id))
+    ranked.sort(key=lambda r: (-r[0], -r[1]))
+    return [(value, item_id) for value, _, item_id in ranked[:topk]]
+
+
+async def fill(redis: Any, settings: Settings, rng: random.Random, clock: Clock, count: int) -> None:
+    for n in range(count):
+        clock.now = 1_800_000_000.0 - rng.uniform(0, 10 * settings.recall_half_life_s) + n * 1e-3
+        writer = ShortTermMemory(redis, settings, rng.choice(AGENTS), clock=clock)
+        share = rng.random()
+        shared_with = (None if share < 0.6 else ["*"] if share < 0.75
+                       else rng.sample(AGENTS, rng.randint(1, 2)))
+        score = rng.choice([0.0, 2.0, 5.0]) if rng.random() < 0.1 else rng.random()
+        content = " ".join(rng.choices(VOCABULARY, k=rng.randint(0, 8)))
+        await writer.remember(rng.choice(KINDS), content, score=score, symbol=rng.choice(SYMBOLS),
+                              shared_with=shared_with)
+
+
+async def test_indexed_recall_equals_the_full_ranking_on_random_data(redis: Any, settings: Settings) -> None:
+    """300 random items (private and shared, scores 0 to 5, overlapping words), 120 random
+    queries with and without filters, from three agents: ids and relevances as the full ranking."""
+    rng = random.Random(11)
+    clock = Clock()
+    await fill(redis, settings, rng, clock, 300)
+    clock.now = 1_800_000_000.0
+    for _ in range(120):
+        reader = ShortTermMemory(redis, settings, rng.choice(AGENTS), clock=clock)
+        query = " ".join(rng.sample([*VOCABULARY, "nowhere"], rng.randint(0, 3)))
+        kind = rng.choice([None, None, *KINDS])
+        symbol = rng.choice([None, None, "BTC", "ETH"])
+        topk = rng.randint(1, 8)
+        got = [(value, item.item_id) for value, item in
+               await reader.recall(query, kind=kind, symbol=symbol, topk=topk)]
+        expected = await brute_force(reader, query, kind, symbol, topk)
+        assert [i for _, i in got] == [i for _, i in expected], (reader.agent_id, query, kind, symbol, topk)
+        assert [v for v, _ in got] == pytest.approx([v for v, _ in expected])
+
+
+async def test_recent_pages_a_time_index_and_equals_sorting_everything(
+    redis: Any, settings: Settings
+) -> None:
+    """recent(kind, symbol, n) gives the n newest readable items, as sorting every item would."""
+    rng = random.Random(12)
+    clock = Clock()
+    await fill(redis, settings, rng, clock, 150)
+    clock.now = 1_800_000_000.0
+    for agent_id in AGENTS:
+        reader = ShortTermMemory(redis, settings, agent_id, clock=clock)
+        everything = sorted(await reader.items(), key=lambda i: -i.timestamp)
+        for kind in [None, "outcome"]:
+            for symbol in [None, "BTC"]:
+                got = [i.item_id for i in await reader.recent(kind, symbol, 7)]
+                want = [i.item_id for i in everything
+                        if (kind is None or i.kind == kind) and (symbol is None or i.symbol == symbol)][:7]
+                assert got == want
+
+
+async def index_keys(redis: Any, memory: ShortTermMemory) -> list[str]:
+    return sorted([k async for k in redis.scan_iter(match=f"{memory.own.prefix}*", count=1000)])
+
+
+async def test_expired_items_leave_every_index(redis: Any, settings: Settings) -> None:
+    """Items past their TTL are purged from all their indexes: by remember once enough have
+    expired, and by purge_expired (the coordinator's retention pass); none is left behind."""
+    clock = Clock()
+    memory = ShortTermMemory(redis, settings, "mh-1", clock=clock)
+    for n in range(70):
+        await memory.remember("note", f"whale w{n} btc", score=0.5, symbol="BTC", ttl_s=10)
+    assert len(await index_keys(redis, memory)) > 70  # time, rank, kind, symbol, word indexes…
+    clock.now += 20
+    fresh = await memory.remember("note", "funding", score=0.5, ttl_s=10)  # 70 expired: purged
+    assert [i.item_id for i in await memory.items()] == [fresh]
+    assert await redis.zrange(memory.own.ranks, 0, -1) == [fresh]
+    assert await redis.hkeys(memory.own.terms) == [fresh]
+    clock.now += 20
+    assert await memory.purge_expired() == 1
+    assert await index_keys(redis, memory) == []
+
+
+async def test_recall_reads_a_bounded_part_of_a_large_memory(redis: Any, settings: Settings) -> None:
+    """With 2,000 items, a recall for a rare word reads a few dozen items, not the 2,000."""
+    clock = Clock()
+    memory = ShortTermMemory(redis, settings, "mh-1", clock=clock)
+    for n in range(2000):
+        clock.now = 1_800_000_000.0 - n
+        await memory.remember("note", "rare sighting" if n % 500 == 0 else f"noise w{n % 40}",
+                              score=0.5)
+    clock.now = 1_800_000_000.0
+    fetched = 0
+    original = memory._fetch
+
+    async def counting(scope: Any, ids: Any, index: str) -> Any:
+        nonlocal fetched
+        fetched += len(ids)
+        return await original(scope, ids, index)
+
+    memory._fetch = counting  # type: ignore[method-assign]
+    ranked = await memory.recall("rare", topk=3)
+    assert [item.content for _, item in ranked] == ["rare sighting"] * 3
+    assert fetched <= 100
