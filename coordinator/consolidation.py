@@ -22,7 +22,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.decisions import DecisionRecord
+from coordinator.decisions import DecisionRecord, indexed_type
 from coordinator.errors import NotLeader
 from coordinator.keys import Keys
 from coordinator.learning import Thresholds, credits_for
@@ -35,17 +35,20 @@ from coordinator.store import SQLiteStore
 BATCH = 1000
 Progress = Callable[[str, int, int], None]
 
-# KEYS: 1 lease, 2 agent's decisions index, 3 agent's pending index, then per decision its hash
-#       and its caused-signals set. ARGV: 1 lease token, then the decision ids.
+# KEYS: 1 lease, 2-5 the agent's decision indexes (all, pending, ok, failed), then per decision
+#       its hash, its caused-signals set and its type's four indexes.
+# ARGV: 1 lease token, then the decision ids.
 DELETE_ARCHIVED = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOT_LEADER') end
 for i = 2, #ARGV do
-  redis.call('DEL', KEYS[2 + 2 * (i - 1)], KEYS[3 + 2 * (i - 1)])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+  local base = 6 + 6 * (i - 2)
+  redis.call('DEL', KEYS[base], KEYS[base + 1])
+  for k = 2, 5 do redis.call('ZREM', KEYS[k], ARGV[i]) end
+  for k = base + 2, base + 5 do redis.call('ZREM', KEYS[k], ARGV[i]) end
 end
 return #ARGV - 1
 """
+INDEX_RESULTS = (None, "pending", "ok", "failed")
 
 
 @dataclass
@@ -171,7 +174,8 @@ class Consolidator:
                         continue
                     batch.append((record, sorted(caused)))
                 result.archived += await self.store.archive(batch, epoch)
-                await self._delete_from_redis(agent_id, token, [r.decision_id for r, _ in batch])
+                await self._delete_from_redis(agent_id, token,
+                                              [(r.decision_id, r.decision_type) for r, _ in batch])
                 if unreadable:  # left in Redis for a person to look at, out of the index
                     result.skipped += len(unreadable)
                     async with translate_redis_errors():
@@ -180,15 +184,18 @@ class Consolidator:
                 if progress:
                     progress("archive", done, max(total, done))
 
-    async def _delete_from_redis(self, agent_id: str, token: str, ids: list[str]) -> None:
+    async def _delete_from_redis(self, agent_id: str, token: str, ids: list[tuple[str, str]]) -> None:
+        """Delete archived decisions (id, type) and their index entries, if still the leader."""
         if not ids:
             return
-        keys = [self.keys.lease(), self.keys.decisions(agent_id), self.keys.pending_decisions(agent_id)]
-        for decision_id in ids:
-            keys += [self.keys.decision(decision_id), self.keys.decision_signals(decision_id)]
+        keys = [self.keys.lease(), *(self.keys.decision_index(agent_id, None, r) for r in INDEX_RESULTS)]
+        for decision_id, decision_type in ids:
+            keys += [self.keys.decision(decision_id), self.keys.decision_signals(decision_id),
+                     *(self.keys.decision_index(agent_id, indexed_type(decision_type), r)
+                       for r in INDEX_RESULTS)]
         async with translate_redis_errors():
             try:
-                await self._delete(keys=keys, args=[token, *ids])
+                await self._delete(keys=keys, args=[token, *(decision_id for decision_id, _ in ids)])
             except redis_errors.ResponseError as exc:
                 if "NOT_LEADER" in str(exc):
                     raise NotLeader("lost the coordinator lease during archival; stopping") from None

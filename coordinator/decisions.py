@@ -1,9 +1,12 @@
 """The decision log: what an agent decided, why, what triggered it, and how it turned out.
 
-A decision is a hash; each agent has a time index of its decisions and one of those
-still awaiting an outcome. ``log_outcome`` is a Lua script: the outcome is attached
-once; a second outcome for the same decision is refused with AlreadyRecorded (the
-first one is kept — corrections are new decisions whose parent is the old one).
+A decision is a hash; each agent has time indexes of its decisions: all of them, and by
+type, by result (``pending``, ``ok``, ``failed``) and by both, so a query with any of those
+filters pages through one index and reads only what it returns. ``log_outcome`` is a Lua
+script: the outcome is attached once, moving the decision from the pending indexes to
+the ok or failed ones; a second outcome for the same decision is refused with
+AlreadyRecorded (the first one is kept — corrections are new decisions whose parent is
+the old one).
 Decisions stay in Redis for the STM window; the coordinator archives older ones to
 the durable store, and :meth:`DecisionLog.query` is the API that will span both.
 """
@@ -19,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import AlreadyRecorded, InvalidInput, NotFound
+from coordinator.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
 from coordinator.ids import new_id
 from coordinator.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
 from coordinator.models import describe_validation_error, now_s
@@ -28,16 +31,22 @@ from coordinator.settings import Settings
 if TYPE_CHECKING:
     from coordinator.store import SQLiteStore
 
-# KEYS: 1 decision hash, 2 agent's pending index, 3 outcomes queue of the coordinator
+# KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
+#       pending index of this type, 5 its ok / failed index, 6 the same of this type.
 # ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
 LOG_OUTCOME = r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_DECISION') end
 if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return redis.error_reply('HAS_OUTCOME') end
+local at = tonumber(redis.call('HGET', KEYS[1], 'timestamp')) or tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'success', ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[5], at, ARGV[3])
+redis.call('ZADD', KEYS[6], at, ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 return 1
 """
+QUERY_PAGE = 64  # decisions read per round trip while a query fills its limit
 
 
 class DecisionType(StrEnum):
@@ -113,6 +122,26 @@ class DecisionRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
+def indexed_type(decision_type: object) -> str | None:
+    """The type a decision is indexed under; None for a type edited by hand into one no index
+    can be named after (such a decision is in the agent-wide indexes only)."""
+    if not isinstance(decision_type, str):
+        return None
+    try:
+        return check_signal_type(decision_type)
+    except InvalidId:
+        return None
+
+
+def _readable(fields: dict[str, str]) -> DecisionRecord | None:
+    if not fields:
+        return None
+    try:
+        return DecisionRecord.from_fields(fields)
+    except (KeyError, ValueError, ValidationError):
+        return None
+
+
 class DecisionLog:
     """Writes and queries decision records; with an ``archive`` store, reads span both."""
 
@@ -158,8 +187,10 @@ class DecisionLog:
                 return decision_id
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(self.keys.decision(record.decision_id), mapping=record.to_fields())
-            pipe.zadd(self.keys.decisions(agent_id), {record.decision_id: record.timestamp})
-            pipe.zadd(self.keys.pending_decisions(agent_id), {record.decision_id: record.timestamp})
+            entry = {record.decision_id: record.timestamp}
+            for of_type in (None, decision_type):
+                pipe.zadd(self.keys.decision_index(agent_id, of_type), entry)
+                pipe.zadd(self.keys.decision_index(agent_id, of_type, "pending"), entry)
             pipe.sadd(self.keys.decision_agents(), agent_id)
             await pipe.execute()
         return record.decision_id
@@ -181,12 +212,18 @@ class DecisionLog:
         except ValidationError as exc:
             raise InvalidInput(describe_validation_error(exc)) from None
         async with translate_redis_errors():
-            agent_id = await self.redis.hget(key, "agent_id")
+            agent_id, decision_type = await self.redis.hmget(key, ["agent_id", "decision_type"])
             if agent_id is None:
                 raise NotFound(f"no decision {decision_id}")
+            result = "ok" if success else "failed"
+            of_type = indexed_type(decision_type)
             try:
                 await self._log_outcome(
-                    keys=[key, self.keys.pending_decisions(agent_id), self.keys.outcomes()],
+                    keys=[key, self.keys.outcomes(),
+                          self.keys.decision_index(agent_id, None, "pending"),
+                          self.keys.decision_index(agent_id, of_type, "pending"),
+                          self.keys.decision_index(agent_id, None, result),
+                          self.keys.decision_index(agent_id, of_type, result)],
                     args=[outcome.model_dump_json(), "1" if success else "0", decision_id,
                           outcome.recorded_at],
                 )
@@ -230,27 +267,38 @@ class DecisionLog:
         since: float | None = None, until: float | None = None, pending: bool = False,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        """An agent's decisions, newest first, filtered by type, success, time, outcome-pending."""
-        index = self.keys.pending_decisions(agent_id) if pending else self.keys.decisions(agent_id)
+        """An agent's decisions, newest first, filtered by type, success, time, outcome-pending.
+
+        Pages through the one index that holds exactly the decisions asked for (by type, by
+        result, by both), newest first, until ``limit`` are found: a filter that matches
+        nothing costs one empty read. Archived decisions (with a store) are merged in."""
+        if pending and success is not None:
+            return []  # a decision awaiting its outcome has neither succeeded nor failed
+        result = "pending" if pending else None if success is None else "ok" if success else "failed"
+        index = self.keys.decision_index(agent_id, decision_type, result)
         lo = since if since is not None else "-inf"
         hi = until if until is not None else "+inf"
-        async with translate_redis_errors():
-            ids = await self.redis.zrevrangebyscore(index, hi, lo)
-            pipe = self.redis.pipeline(transaction=False)
-            for decision_id in ids:
-                pipe.hgetall(self.keys.decision(decision_id))
-            rows = await pipe.execute() if ids else []
-        found = []
-        for fields in rows:
-            if not fields:
-                continue
-            record = DecisionRecord.from_fields(fields)
-            if decision_type and record.decision_type != decision_type:
-                continue
-            if success is not None and (record.outcome is None or record.outcome.success != success):
-                continue
-            found.append(record)
-            if len(found) >= limit:
+        found: list[DecisionRecord] = []
+        offset = 0
+        while len(found) < limit:
+            page = min(QUERY_PAGE, limit - len(found))
+            async with translate_redis_errors():
+                ids = await self.redis.zrevrangebyscore(index, hi, lo, start=offset, num=page)
+                pipe = self.redis.pipeline(transaction=False)
+                for decision_id in ids:
+                    pipe.hgetall(self.keys.decision(decision_id))
+                rows = await pipe.execute() if ids else []
+            for fields in rows:
+                record = _readable(fields)
+                if record is None:
+                    continue  # archived meanwhile, or edited by hand into nonsense
+                if decision_type and record.decision_type != decision_type:
+                    continue
+                if success is not None and (record.outcome is None or record.outcome.success != success):
+                    continue
+                found.append(record)
+            offset += len(ids)
+            if len(ids) < page:
                 break
         if self.archive is not None and not pending:
             seen = {d.decision_id for d in found}

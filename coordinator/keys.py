@@ -223,6 +223,17 @@ class Keys:
         """ZSET decision id -> timestamp of an agent's decisions still awaiting an outcome."""
         return f"{self.namespace}:decisions:{tag(agent_id)}:pending"
 
+    def decision_index(self, agent_id: str, decision_type: str | None = None,
+                       result: str | None = None) -> str:
+        """ZSET decision id -> timestamp of an agent's decisions of ``decision_type`` (None: any)
+        whose ``result`` is ``pending``, ``ok`` or ``failed`` (None: any)."""
+        if result not in (None, "pending", "ok", "failed"):
+            raise ValueError(f"unknown decision result {result!r}")
+        key = f"{self.namespace}:decisions:{tag(agent_id)}"
+        if decision_type is not None:
+            key += f":type:{check_signal_type(decision_type)}"
+        return f"{key}:{result}" if result else key
+
     def outcomes(self) -> str:
         """ZSET decision id -> outcome time: outcomes the coordinator has not learned from yet."""
         return f"{self.namespace}:outcomes"

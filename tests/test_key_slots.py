@@ -67,7 +67,8 @@ def test_slot_function_matches_the_cluster_spec() -> None:
 
 def per_agent_keys(keys: Keys, agent_id: str) -> dict[str, str]:
     """Every key method of Keys that takes an agent id, called for ``agent_id``."""
-    extra = {"instance_id": "host-1-ab12", "item_id": new_id(), "name": "applied:{odd}"}
+    extra = {"instance_id": "host-1-ab12", "item_id": new_id(), "name": "applied:{odd}",
+             "decision_type": "TRADE_EXECUTION", "result": "failed"}
     built: dict[str, str] = {}
     for name, method in inspect.getmembers(Keys, inspect.isfunction):
         params = list(inspect.signature(method).parameters)[1:]
@@ -86,12 +87,27 @@ def test_every_per_agent_key_is_in_the_agents_slot(namespace: str, agent_id: str
     built = per_agent_keys(Keys(namespace), agent_id)
     named = {"inbox", "pending", "done", "status", "retries", "dead_letters", "agent", "instances",
              "heartbeat", "state", "snapshots", "config_history", "memory_index", "memory_item",
-             "decisions", "pending_decisions", "events", "effect_key"}
+             "decisions", "pending_decisions", "decision_index", "events", "effect_key"}
     assert named <= set(built), named - set(built)
     expected = crc16_xmodem(agent_id.encode()) % SLOTS
     wrong = {name: key for name, key in built.items() if slot(key) != expected}
     assert wrong == {}
     assert all(key.startswith(f"{namespace}:") for key in built.values())
+
+
+@pytest.mark.parametrize("agent_id", AGENTS)
+def test_memory_index_keys_of_a_scope_are_in_its_agents_slot(agent_id: str) -> None:
+    """An agent's memory scopes (its own items, items shared with it): every index of an item,
+    whatever its kind, symbol and words (braces included), is in the agent's slot."""
+    from coordinator.memory_index import Scope
+
+    keys = Keys("hive")
+    expected = crc16_xmodem(agent_id.encode()) % SLOTS
+    for scope in (Scope.private(keys, agent_id), Scope.shared(keys, agent_id)):
+        ranked, timed = scope.index_keys("k{x}", "S}{", ["whale", "{odd}"])
+        built = [scope.times, scope.expiry, scope.terms, *ranked, *timed]
+        assert {key: slot(key) for key in built if slot(key) != expected} == {}
+    assert slot(Keys("hive").memory_item(agent_id, new_id())) == expected
 
 
 # --- the KEYS of the per-agent scripts, captured from real calls ------------------------------

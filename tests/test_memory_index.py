@@ -133,3 +133,40 @@ async def test_recall_reads_a_bounded_part_of_a_large_memory(redis: Any, setting
     ranked = await memory.recall("rare", topk=3)
     assert [item.content for _, item in ranked] == ["rare sighting"] * 3
     assert fetched <= 100
+
+
+async def test_decision_queries_page_one_index_and_equal_filtering_everything(
+    redis: Any, settings: Settings
+) -> None:
+    """Type, success, pending, time range and limit, alone and combined, as filtering all
+    decisions would give, newest first; outcomes move decisions between the indexes; a filter
+    that matches nothing returns nothing."""
+    from coordinator.decisions import DecisionLog
+
+    rng = random.Random(13)
+    log = DecisionLog(redis, settings)
+    types = ["RISK_ASSESSMENT", "TRADE_EXECUTION", "SIGNAL_GENERATION"]
+    logged = []
+    for n in range(120):
+        decision_id = await log.log_decision("rm-1", rng.choice(types), timestamp=1_800_000_000.0 + n)
+        if rng.random() < 0.6:
+            await log.log_outcome(decision_id, success=rng.random() < 0.5)
+        logged.append(await log.get(decision_id))
+    await log.log_decision("other", "TRADE_EXECUTION")  # another agent's: never in rm-1's answers
+    newest_first = sorted(logged, key=lambda d: -d.timestamp)
+    for _ in range(40):
+        decision_type = rng.choice([None, *types])
+        state = rng.choice(["any", "pending", "ok", "failed"])
+        since = rng.choice([None, 1_800_000_030.0])
+        limit = rng.choice([1, 5, 50, 500])
+        success = {"ok": True, "failed": False}.get(state)
+        got = await log.query("rm-1", decision_type=decision_type, success=success, since=since,
+                              pending=state == "pending", limit=limit)
+        want = [d for d in newest_first
+                if (decision_type is None or d.decision_type == decision_type)
+                and (state != "pending" or d.outcome is None)
+                and (success is None or (d.outcome is not None and d.outcome.success == success))
+                and (since is None or d.timestamp >= since)][:limit]
+        assert [d.decision_id for d in got] == [d.decision_id for d in want], (decision_type, state)
+    assert await log.query("rm-1", decision_type="QUERY_EXECUTION") == []
+    assert await log.query("rm-1", pending=True, success=True) == []
