@@ -250,6 +250,8 @@ class Keys:
         """STRING counter: the fencing epoch, bumped each time leadership changes hands."""
         return f"{self.namespace}:coordinator:epoch"
 
-    def events(self, agent_id: str) -> str:
-        """STREAM of an agent's episodic events (type, payload)."""
-        return f"{self.namespace}:events:{tag(agent_id)}"
+    def events(self, agent_id: str, event_type: str | None = None) -> str:
+        """STREAM of an agent's episodic events (type, payload); of one type when given (the
+        same entries, with the same ids, in a stream of their own)."""
+        key = f"{self.namespace}:events:{tag(agent_id)}"
+        return f"{key}:type:{check_signal_type(event_type)}" if event_type is not None else key

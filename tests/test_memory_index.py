@@ -170,3 +170,25 @@ async def test_decision_queries_page_one_index_and_equal_filtering_everything(
         assert [d.decision_id for d in got] == [d.decision_id for d in want], (decision_type, state)
     assert await log.query("rm-1", decision_type="QUERY_EXECUTION") == []
     assert await log.query("rm-1", pending=True, success=True) == []
+
+
+async def test_event_queries_page_and_read_only_their_type(redis: Any, settings: Settings) -> None:
+    """Events past one page (200), queried by type (its own stream, same ids), by word and with
+    a limit: as filtering every event would give, newest first."""
+    from coordinator.events import EpisodicLog
+
+    events = EpisodicLog(redis, settings)
+    recorded = []
+    for n in range(450):
+        event_type = "FILL" if n % 3 == 0 else "QUOTE"
+        payload = {"n": n, "note": "whale" if n % 7 == 0 else "calm"}
+        recorded.append((await events.record("te-1", event_type, payload), event_type, payload))
+    newest_first = recorded[::-1]
+    fills = await events.query("te-1", event_type="FILL", limit=1000)
+    assert [e["id"] for e in fills] == [i for i, t, _ in newest_first if t == "FILL"]
+    whales = await events.query("te-1", word="whale", limit=30)
+    assert [e["id"] for e in whales] == [i for i, _, p in newest_first if p["note"] == "whale"][:30]
+    both = await events.query("te-1", event_type="QUOTE", word="whale", limit=1000)
+    assert [e["payload"]["n"] for e in both] == [p["n"] for _, t, p in newest_first
+                                                 if t == "QUOTE" and p["note"] == "whale"]
+    assert await events.query("te-1", event_type="NEVER_SEEN") == []
