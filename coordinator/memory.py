@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,8 +29,8 @@ from coordinator.memory_index import (
     Cursor,
     Scope,
     ScopeSearch,
-    decode_terms,
-    encode_terms,
+    Terms,
+    decayed_bound,
     rank_key,
 )
 from coordinator.models import describe_validation_error, now_s
@@ -111,6 +112,17 @@ def _timestamp(fields: dict[str, str]) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """An item met in the indexes, scored from them: its relevance lies in [low, high]."""
+
+    scope: Scope
+    item_id: str
+    timestamp: float
+    low: float
+    high: float
+
+
 class ShortTermMemory:
     """One agent's working memory, plus the shared items it may read."""
 
@@ -168,7 +180,8 @@ class ShortTermMemory:
             ranked, timed = scope.index_keys(kind, symbol, item_words)
             keys = [scope.item(item.item_id), scope.times, scope.expiry, scope.terms, *ranked, *timed]
             args = [item.item_id, repr(item.timestamp), repr(rank), repr(item.timestamp + ttl),
-                    int(ttl * 1000), len(ranked), encode_terms(kind, symbol, item_words),
+                    int(ttl * 1000), len(ranked),
+                    Terms(kind, symbol, item.timestamp, item.timestamp + ttl, frozenset(item_words)).encode(),
                     repr(self.clock()), *flat]
             async with translate_redis_errors():
                 expired = int(await self._remember(keys=keys, args=args))
@@ -231,32 +244,85 @@ class ShortTermMemory:
         unindexed = len(query_words) - len(looked_up)  # each can add 1 to an item not met yet
         searches = [ScopeSearch.start(s, kind, symbol, looked_up) for s in self.scopes(include_shared)]
         met: set[str] = set()
-        ranked: list[tuple[float, float, MemoryItem]] = []  # (relevance, timestamp, item)
-        reading = [(search, cursor) for search in searches for cursor in search.cursors()]
+        estimates: list[Estimate] = []
+        reading = [(n, cursor) for n, search in enumerate(searches) for cursor in search.cursors()]
+        first = True
         while reading:
-            pages = await self._read_pages([cursor for _, cursor in reading])
-            for (search, cursor), members in zip(reading, pages, strict=True):
-                scope = search.scope
-                fresh = [m for m in cursor.advance(members) if scope.item(m) not in met]
-                met.update(scope.item(m) for m in fresh)
-                if not fresh:
+            pages = await self._read_pages([cursor for _, cursor in reading], sizes=first)
+            first = False
+            fresh: dict[int, list[tuple[str, float]]] = {}
+            for (n, cursor), members in zip(reading, pages, strict=True):
+                for item_id, key in cursor.advance(members):
+                    if searches[n].scope.item(item_id) not in met:
+                        met.add(searches[n].scope.item(item_id))
+                        fresh.setdefault(n, []).append((item_id, key))
+            estimates += await self._estimate(searches, fresh, now, since, kind, symbol, query_words)
+            estimates.sort(key=lambda e: (-e.low, -e.timestamp))
+            kth = estimates[topk - 1].low if len(estimates) >= topk else -math.inf
+            bound, reading = -math.inf, []
+            for n, search in enumerate(searches):
+                value, next_list = search.bound(now, half_life)
+                if next_list is not None and value + unindexed > bound:
+                    bound, reading = value + unindexed, [(n, next_list)]
+            if bound * (1 + 1e-9) + 1e-12 < kth:
+                break  # nothing not met yet can beat the k-th best
+        return await self._verify(estimates, topk, kind, symbol, since, now, query_words)
+
+    async def _estimate(self, searches: Sequence[ScopeSearch], fresh: dict[int, list[tuple[str, float]]],
+                        now: float, since: float, kind: str | None, symbol: str | None,
+                        query_words: set[str]) -> list[Estimate]:
+        """Score items met in the indexes without reading them (one round trip): from their rank
+        key and their terms (kind, symbol, time, expiry, words)."""
+        if not fresh:
+            return []
+        half_life = self.settings.recall_half_life_s
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for n, met in fresh.items():
+                pipe.hmget(searches[n].scope.terms, [item_id for item_id, _ in met])
+            answers = await pipe.execute()
+        estimates = []
+        for (n, met), found in zip(fresh.items(), answers, strict=True):
+            for (item_id, key), text in zip(met, found, strict=True):
+                terms = Terms.decode(text)
+                if terms is None:  # lost or edited by hand: scored from the item itself
+                    estimates.append(Estimate(searches[n].scope, item_id, math.inf, -math.inf, math.inf))
                     continue
-                rows = await self._fetch(scope, fresh, cursor.key)
-                for item_id, fields in zip(fresh, rows, strict=True):
+                if ((kind is not None and terms.kind != kind)
+                        or (symbol is not None and terms.symbol != symbol)
+                        or terms.timestamp < since or terms.expires_at <= now):
+                    continue  # not of the kind / symbol asked for, out of the window, expired
+                # decayed score from the rank key; an item stamped in the future scores its score
+                value = decayed_bound(key, max(now, terms.timestamp), half_life)
+                matched = len(query_words & terms.words)
+                estimates.append(Estimate(searches[n].scope, item_id, terms.timestamp,
+                                          value * (1 - 1e-9) - 1e-12 + matched,
+                                          value * (1 + 1e-9) + 1e-12 + matched))
+        return estimates
+
+    async def _verify(self, estimates: list[Estimate], topk: int, kind: str | None, symbol: str | None,
+                      since: float, now: float, query_words: set[str]) -> list[tuple[float, MemoryItem]]:
+        """Read the candidates best first and score them from their fields, until none left can
+        beat the k-th (an item edited by hand or gone meanwhile is skipped)."""
+        candidates = sorted(estimates, key=lambda e: (-e.high, -e.timestamp))
+        ranked: list[tuple[float, float, MemoryItem]] = []
+        start = 0
+        while start < len(candidates):
+            if len(ranked) >= topk and candidates[start].high < ranked[topk - 1][0]:
+                break
+            batch = candidates[start: start + max(topk, 8)]
+            start += len(batch)
+            by_scope: dict[Scope, list[str]] = {}
+            for estimate in batch:
+                by_scope.setdefault(estimate.scope, []).append(estimate.item_id)
+            for scope, ids in by_scope.items():
+                rows = await self._fetch(scope, ids, scope.ranks)
+                for item_id, fields in zip(ids, rows, strict=True):
                     scored = self._score(item_id, fields, kind, symbol, since, now, query_words)
                     if scored is not None:
                         ranked.append(scored)
             ranked.sort(key=lambda r: (-r[0], -r[1]))
-            del ranked[topk:]
-            kth = ranked[-1][0] if len(ranked) >= topk else -math.inf
-            bound, reading = -math.inf, []
-            for search in searches:
-                value, next_list = search.bound(now, half_life)
-                if next_list is not None and value + unindexed > bound:
-                    bound, reading = value + unindexed, [(search, next_list)]
-            if bound * (1 + 1e-9) + 1e-12 < kth:
-                break  # nothing not met yet can beat the k-th best
-        return [(value, item) for value, _, item in ranked]
+        return [(value, item) for value, _, item in ranked[:topk]]
 
     def _score(self, item_id: str, fields: dict[str, str], kind: str | None, symbol: str | None,
                since: float, now: float, query_words: set[str]) -> tuple[float, float, MemoryItem] | None:
@@ -278,15 +344,22 @@ class ShortTermMemory:
                           self.settings.recall_half_life_s)
         return value, timestamp, built[0]
 
-    async def _read_pages(self, cursors: Sequence[Cursor]) -> list[list[tuple[str, float]]]:
-        """The next page of each cursor, in one round trip."""
+    async def _read_pages(self, cursors: Sequence[Cursor], sizes: bool = False
+                          ) -> list[list[tuple[str, float]]]:
+        """The next page of each cursor, in one round trip (with ``sizes``, their sizes too)."""
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for cursor in cursors:
                 key, below, offset, count = cursor.request()
+                if sizes:
+                    pipe.zcard(key)
                 pipe.zrevrangebyscore(key, below, "-inf", start=offset, num=count, withscores=True)
-            pages: list[list[tuple[str, float]]] = await pipe.execute()
-        return pages
+            answers = await pipe.execute()
+        if not sizes:
+            return list(answers)
+        for cursor, size in zip(cursors, answers[0::2], strict=True):
+            cursor.left = int(size)
+        return list(answers[1::2])
 
     async def recent(
         self, kind: str | None = None, symbol: str | None = None, n: int = 10
@@ -377,10 +450,10 @@ class ShortTermMemory:
             terms = await self.redis.hmget(scope.terms, list(ids))
             pipe = self.redis.pipeline(transaction=True)
             for item_id, text in zip(ids, terms, strict=True):
-                decoded = decode_terms(text) if isinstance(text, str) else None
+                decoded = Terms.decode(text)
                 indexes = [scope.times, scope.ranks, scope.expiry, *also]
                 if decoded is not None:
-                    ranked, timed = scope.index_keys(decoded[0], decoded[1], decoded[2])
+                    ranked, timed = scope.index_keys(decoded.kind, decoded.symbol, decoded.words)
                     indexes += ranked + timed
                 for index in dict.fromkeys(indexes):
                     pipe.zrem(index, item_id)

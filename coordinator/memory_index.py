@@ -14,16 +14,21 @@ without looking at anyone else's. Per scope, keyed under its prefix ``<p>``:
   half_life)`` is the item's decayed score (``score * 0.5 ** (age / half_life)``), so every
   rank index lists its items by decayed score, best first, whatever the time.
 * ``<p>:exp`` ZSET id -> expiry time, and ``<p>:terms`` HASH id -> ``kind \\x1f symbol \\x1f
-  words``: what to remove from which index when the item expires (its hash has a TTL; its
+  timestamp \\x1f expires \\x1f words``: what recall scores an item by without reading it, and
+  what to remove from which index when the item expires (its hash has a TTL; its
   index entries are purged in bounded batches by ``remember``, by ``recall`` when it meets
   one and by the coordinator's retention pass).
 
 Recall is a threshold search (Fagin's threshold algorithm): it reads the scope's rank index
-(or its kind / symbol one) and the index of each query word, best first, a page at a time,
-scoring each item it meets exactly as the README's formula does. An item it has not met
-can score at most ``min(next decayed score of the lists it would be in) + words it could
-match``; it stops when that bound is below the k-th best score found. The result is the
-same as ranking every item; the work is what it takes to be sure of it.
+(or its kind / symbol one) and the index of each query word, best first, a page at a time.
+Each item it meets is scored from the indexes alone: its decayed score from its rank key,
+its query words, kind, symbol and time from its terms (one ``HMGET`` per page). An item it
+has not met can score at most ``min(next decayed score of the lists it would be in) + words
+it could match``; it stops when that
+bound is below the k-th best score found. Only then does it read items: best first, each
+scored again from its fields exactly as the README's formula does, until no item left
+could beat the k-th. The result is the same as ranking every item; the work is what it
+takes to be sure of it.
 """
 
 from __future__ import annotations
@@ -151,17 +156,34 @@ class Scope:
         return ranked, timed
 
 
-def encode_terms(kind: str, symbol: str | None, item_words: Iterable[str]) -> str:
-    """What the terms hash keeps of an item: enough to find every index it is in."""
-    return TERMS_SEPARATOR.join([kind, symbol or "", " ".join(sorted(item_words))])
+@dataclass(frozen=True)
+class Terms:
+    """What the terms hash keeps of an item: enough to find every index it is in, and to score
+    it for a query without reading the item."""
 
+    kind: str
+    symbol: str | None
+    timestamp: float
+    expires_at: float
+    words: frozenset[str]
 
-def decode_terms(text: str) -> tuple[str, str | None, list[str]] | None:
-    """The kind, symbol and words kept by :func:`encode_terms`; None for a value edited by hand."""
-    parts = text.split(TERMS_SEPARATOR)
-    if len(parts) != 3 or not parts[0]:
-        return None
-    return parts[0], parts[1] or None, parts[2].split()
+    def encode(self) -> str:
+        return TERMS_SEPARATOR.join([self.kind, self.symbol or "", repr(self.timestamp),
+                                     repr(self.expires_at), " ".join(sorted(self.words))])
+
+    @classmethod
+    def decode(cls, text: object) -> Terms | None:
+        """None for a value that is missing or was edited by hand into nonsense."""
+        if not isinstance(text, str):
+            return None
+        parts = text.split(TERMS_SEPARATOR)
+        if len(parts) != 5 or not parts[0]:
+            return None
+        try:
+            return cls(parts[0], parts[1] or None, float(parts[2]), float(parts[3]),
+                       frozenset(parts[4].split()))
+        except ValueError:
+            return None
 
 
 @dataclass
@@ -175,14 +197,17 @@ class Cursor:
     ties: int = 0
     page: int = FIRST_PAGE
     next_key: float | None = math.inf  # rank key of the next unread member; None: none left
+    left: int = 0  # members not read yet (ZCARD at the start, less what was read)
 
     def request(self) -> tuple[str, float, int, int]:
         """ZREVRANGEBYSCORE arguments of the next page: key, max, offset, count (+1 to peek)."""
         return self.key, self.below, self.ties, self.page + 1
 
-    def advance(self, members: Sequence[tuple[str, float]]) -> list[str]:
-        """Take a page read with :meth:`request`; return its members (without the peeked one)."""
+    def advance(self, members: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Take a page read with :meth:`request`; return its members and their rank keys
+        (without the peeked one)."""
         got = list(members[: self.page])
+        self.left = max(0, self.left - len(got))
         if len(members) > self.page:
             self.next_key = float(members[self.page][1])
         else:
@@ -195,7 +220,7 @@ class Cursor:
                 self.below = last
                 self.ties = sum(1 for _, s in got if float(s) == last)
         self.page = min(MAX_PAGE, self.page * 2)
-        return [str(m) for m, _ in got]
+        return [(str(m), float(k)) for m, k in got]
 
 
 @dataclass
@@ -218,17 +243,22 @@ class ScopeSearch:
 
     def bound(self, now: float, half_life_s: float) -> tuple[float, Cursor | None]:
         """The most an item of this scope not met yet can score, and the list to read next to
-        lower that bound (None when nothing is left unmet)."""
+        lower that bound (None when nothing is left unmet).
+
+        An unmet item matching m query words is unmet in the universe and in each of their
+        lists, so it scores at most min(their next decayed scores) + m; the bound is the
+        largest of those over m. To lower it, one of the lists in that minimum must be read
+        further: the one with the fewest members left (once read to its end, none of its
+        members is unmet), so a rare word's list is exhausted before a common one's."""
         if self.universe.next_key is None:
             return -math.inf, None  # every item of the universe has been met
         base = decayed_bound(self.universe.next_key, now, half_life_s)
-        best, best_cursor = base, self.universe
+        best, lists = base, [self.universe]
         open_words = sorted(
             ((decayed_bound(c.next_key, now, half_life_s), c) for c in self.words.values()
              if c.next_key is not None), key=lambda pair: -pair[0])
-        for matched, (value, cursor) in enumerate(open_words, start=1):
-            # an unmet item matching `matched` query words is unmet in each of their lists
-            limit, limiting = (value, cursor) if value < base else (base, self.universe)
-            if limit + matched > best:
-                best, best_cursor = limit + matched, limiting
-        return best, best_cursor
+        for matched in range(1, len(open_words) + 1):
+            value = min(base, open_words[matched - 1][0]) + matched
+            if value > best:
+                best, lists = value, [self.universe, *(c for _, c in open_words[:matched])]
+        return best, min(lists, key=lambda c: c.left)
