@@ -23,7 +23,7 @@ import anyio
 
 from coordinator.bus import Bus
 from coordinator.connection import connected, redis_endpoint
-from coordinator.demo_report import AGENTS, Report, print_report
+from coordinator.demo_report import AGENTS, Report, Tick, print_report
 from coordinator.errors import HivebusError
 from coordinator.feed import FEED_AGENT_ID
 from coordinator.keys import Keys
@@ -209,11 +209,13 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
           f"{len(report.patterns_before)} pattern(s) already learned")
     started = time.monotonic()
     for n in range(1, cycles + 1):
-        tick = market.tick()
-        await bus.publish(Signal.create("MARKET_TICK", FEED_AGENT_ID, data=tick, ttl_s=settings.signal_ttl_s))
+        tick = Signal.create("MARKET_TICK", FEED_AGENT_ID, data=market.tick(), ttl_s=settings.signal_ttl_s)
+        first = len(settler.seen)
+        await bus.publish(tick)
         if chaos and n == cycles // 2:
             await _chaos(redis, settings, desk, report, n)
         await _poll(settler.settled, TICK_TIMEOUT_S, f"tick {n} to settle", desk)
+        report.ticks.append(Tick(tick.signal_id, round(tick.created_at * 1000), first, len(settler.seen)))
         if n % max(1, cycles // 10) == 0 or n == cycles:
             executor = await StateStore(redis, settings).load("trade-executor")
             perf = executor.context_performance if executor else {}
@@ -222,8 +224,10 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
                   f"{float(perf.get('pnl', 0.0)) - report.pnl_before:+10.2f}", flush=True)
         if speed > 0:
             await anyio.sleep(max(0.0, n / speed - (time.monotonic() - started)))
+    report.run_s = time.monotonic() - started
     report.signal_ids = list(settler.seen)
     await report.collect(redis, settings)
+    report.write_latencies(settings.home / "logs" / "tick_latency.csv")
     return report
 
 

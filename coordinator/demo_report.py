@@ -1,9 +1,25 @@
-"""The demo's report: what this run did, in numbers a person can check with the CLI afterwards."""
+"""The demo's report: what this run did, in numbers a person can check with the CLI afterwards.
+
+Tick latency is measured from records in Redis, not from the demo's own waiting: a tick's
+``created_at`` (stamped by the demo as it publishes the tick) to the moment the last of the signals
+it caused was settled by its last target. Settle times come from the targets' ``done`` ledgers,
+where the settle script records every settled signal id with the time of the settle plus the
+ledger's keep time (``Settings.ledger_ttl_ms``). The signals a tick caused are the ones whose
+``correlation_id`` names it (a signal published while handling carries its cause's correlation
+id, or its cause's id when the cause has none, as a tick has not), read from the signal's entry
+in a target's inbox; a signal whose entry is gone is counted with the tick the lock-step demo was
+waiting on when it was logged. ``hivebus demo`` prints p50/p95/max for the first and the last 200
+ticks of the run (a fifth of a run shorter than 1000 ticks) and writes every tick's figures to
+``<home>/logs/tick_latency.csv``.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coordinator.bus import Bus
@@ -16,6 +32,31 @@ from coordinator.state import StateStore
 from coordinator.store import MemoryPattern, SQLiteStore
 
 AGENTS = ("market-hunter", "risk-manager", "trade-executor")
+LATENCY_WINDOW = 200  # ticks compared at the start and at the end of a run (a fifth of a shorter one)
+PIPELINE_CHUNK = 1000  # commands per pipeline, ids per ZMSCORE
+
+
+@dataclass
+class Tick:
+    """One MARKET_TICK the demo published, and the slice of ``Report.signal_ids`` (the tick first)
+    logged while the demo waited for it to settle."""
+
+    signal_id: str
+    published_ms: float
+    first: int
+    end: int
+
+
+@dataclass
+class TickLatency:
+    """How long one tick took to settle with everything it caused, in ms after its publish:
+    in all, and until each agent had settled its last part of it."""
+
+    run_tick: int
+    signal_id: str
+    signals: int
+    total_ms: float
+    by_agent: dict[str, float]
 
 
 @dataclass
@@ -43,6 +84,13 @@ class Report:
     learned: str = ""
     chaos: str = ""
     unsettled: int = 0
+    ticks: list[Tick] = field(default_factory=list)
+    latencies: list[TickLatency] = field(default_factory=list)
+    unmeasured_ticks: int = 0
+    by_correlation: int = 0  # follow-ups matched to their tick by correlation id
+    by_window: int = 0  # ... by the lock-step window they were logged in (their fields were gone)
+    run_s: float = 0.0
+    latency_file: Path | None = None
 
     @classmethod
     async def begin(cls, redis: Any, settings: Settings, seed: int, cycles: int) -> Report:
@@ -76,6 +124,7 @@ class Report:
             counts = self.statuses.setdefault(target, {})
             counts[status.value] = counts.get(status.value, 0) + 1
             self.unsettled += status not in TERMINAL_STATUSES
+        await self._measure_latencies(redis, settings, records)
         states = StateStore(redis, settings)
         executor = await states.load("trade-executor")
         perf = executor.context_performance if executor else {}
@@ -86,6 +135,64 @@ class Report:
         self.pauses = int(risk.context_performance.get("pauses", 0)) if risk else 0
         hunter = await states.load("market-hunter")
         self.end_cycle = hunter.current_cycle if hunter else 0
+
+    async def _measure_latencies(self, redis: Any, settings: Settings,
+                                 records: list[dict[str, Any] | None]) -> None:
+        """Each tick's latency: its publish to the last settle of a signal it caused (itself included)."""
+        keys = Keys(settings.namespace)
+        tick_at = {tick.signal_id: n for n, tick in enumerate(self.ticks)}
+        owner: list[int | None] = [None] * len(self.signal_ids)
+        for n, tick in enumerate(self.ticks):
+            for i in range(tick.first, tick.end):
+                owner[i] = n  # the tick the demo was waiting on when the signal was logged
+        correlations = await _correlation_ids(redis, keys, records)
+        for i, (signal_id, correlation) in enumerate(zip(self.signal_ids, correlations, strict=True)):
+            if signal_id in tick_at:
+                owner[i] = tick_at[signal_id]
+            elif correlation in tick_at:
+                owner[i] = tick_at[correlation]
+                self.by_correlation += 1
+            elif owner[i] is not None:
+                self.by_window += 1
+        settled = await _settle_times(redis, keys, settings, self.signal_ids, records)
+        members: list[list[int]] = [[] for _ in self.ticks]
+        for i, owning in enumerate(owner):
+            if owning is not None:
+                members[owning].append(i)
+        for n, tick in enumerate(self.ticks):
+            by_agent: dict[str, float] = {}
+            complete = True
+            for i in members[n]:
+                signal_id, record = self.signal_ids[i], records[i]
+                for target in record["to"] if record else {}:
+                    at = settled.get((signal_id, target))
+                    if at is None:
+                        complete = False
+                        continue
+                    by_agent[target] = max(by_agent.get(target, 0.0), at - tick.published_ms)
+            if not complete or not by_agent:
+                self.unmeasured_ticks += 1
+                continue
+            self.latencies.append(TickLatency(n + 1, tick.signal_id, len(members[n]),
+                                              max(by_agent.values()), by_agent))
+
+    def latency_windows(self) -> tuple[int, list[TickLatency], list[TickLatency]]:
+        """The window size and the first and last ``window`` ticks measured: 200 each, or a fifth
+        of a run shorter than 1000 ticks (at least one)."""
+        window = max(1, min(LATENCY_WINDOW, len(self.latencies) // 5))
+        return window, self.latencies[:window], self.latencies[-window:]
+
+    def write_latencies(self, path: Path) -> None:
+        """Every measured tick's latency, as CSV, for a closer look."""
+        with open(path, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["run_tick", "desk_cycle", "signal_id", "signals", "total_ms",
+                             *(f"{agent}_ms" for agent in AGENTS)])
+            for row in self.latencies:
+                writer.writerow([row.run_tick, self.start_cycle + row.run_tick, row.signal_id, row.signals,
+                                 f"{row.total_ms:.0f}", *(f"{row.by_agent[a]:.0f}" if a in row.by_agent
+                                                          else "" for a in AGENTS)])
+        self.latency_file = path
 
     async def finish(self, redis: Any, settings: Settings, store: SQLiteStore) -> None:
         """Decisions (Redis and archive) and patterns after the final coordinator pass."""
@@ -100,6 +207,94 @@ class Report:
                     row[2] += decision.outcome.success
             self.decisions[agent_id] = rows
         self.patterns = await store.query_patterns(viewer=None)
+
+
+async def _correlation_ids(redis: Any, keys: Keys, records: list[dict[str, Any] | None]) -> list[str | None]:
+    """Each signal's correlation id, read from its entry in a target's inbox (the signal key keeps
+    the fields only of a signal that had no target); None when the entry is gone."""
+    found: list[str | None] = [None] * len(records)
+    asked = []
+    for i, record in enumerate(records):
+        if record is None:
+            continue
+        fields = record.get("fields")
+        if isinstance(fields, dict):
+            found[i] = fields.get("correlation_id")
+        elif record["to"]:
+            target, entry = min(record["to"].items())
+            asked.append((i, keys.inbox(target), entry))
+    for start in range(0, len(asked), PIPELINE_CHUNK):
+        chunk = asked[start:start + PIPELINE_CHUNK]
+        pipe = redis.pipeline(transaction=False)
+        for _, inbox, entry in chunk:
+            pipe.xrange(inbox, entry, entry, count=1)
+        for (i, _, _), entries in zip(chunk, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entries, list) and entries:
+                found[i] = entries[0][1].get("correlation_id")
+    return found
+
+
+async def _settle_times(redis: Any, keys: Keys, settings: Settings, signal_ids: list[str],
+                        records: list[dict[str, Any] | None]) -> dict[tuple[str, str], float]:
+    """When each (signal, target) pair was settled, in ms: a done ledger's score is the settle's
+    time plus the ledger's keep time (see coordinator/scripts.py)."""
+    by_target: dict[str, list[str]] = {}
+    for signal_id, record in zip(signal_ids, records, strict=True):
+        for target in record["to"] if record else {}:
+            by_target.setdefault(target, []).append(signal_id)
+    asked = [(target, ids[start:start + PIPELINE_CHUNK]) for target, ids in by_target.items()
+             for start in range(0, len(ids), PIPELINE_CHUNK)]
+    settled: dict[tuple[str, str], float] = {}
+    for target, chunk in asked:
+        scores = await redis.zmscore(keys.done(target), chunk)
+        for signal_id, score in zip(chunk, scores, strict=True):
+            if score is not None:
+                settled[signal_id, target] = float(score) - settings.ledger_ttl_ms
+    return settled
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0 < p <= 100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def print_latency(report: Report) -> None:
+    """Tick latency at the start and at the end of the run; every line starts with "latency"
+    (its figures differ from run to run)."""
+    print("\nlatency   per tick, in ms: MARKET_TICK published (its created_at) -> the last signal it caused "
+          "settled by its last target\nlatency   (the targets' done ledgers); by agent: until that agent "
+          "had settled its last part of the tick")
+    if not report.latencies:
+        print("latency   no tick measured")
+        return
+    window, first, last = report.latency_windows()
+
+    def figures(rows: list[TickLatency]) -> list[float]:
+        totals = [r.total_ms for r in rows]
+        return [percentile(totals, 50), percentile(totals, 95), max(totals),
+                *(percentile([r.by_agent.get(a, 0.0) for r in rows], 50) for a in AGENTS)]
+
+    head, tail = figures(first), figures(last)
+    label = f"ticks {{}}-{{}} of {len(report.latencies)}"
+    rows = [(label.format(first[0].run_tick, first[-1].run_tick), [f"{v:.1f}" for v in head]),
+            (label.format(last[0].run_tick, last[-1].run_tick), [f"{v:.1f}" for v in tail]),
+            ("last / first", [f"{t / h:.2f}x" if h > 0 else "-" for h, t in zip(head, tail, strict=True)])]
+    width = max(len(name) for name, _ in rows)
+    print(f"latency   {'':<{width}}  {'p50':>7}  {'p95':>7}  {'max':>7}   p50 by agent: "
+          f"{'hunter':>7}  {'risk':>7}  {'executor':>8}")
+    for name, cells in rows:
+        print(f"latency   {name:<{width}}  {cells[0]:>7}  {cells[1]:>7}  {cells[2]:>7}   {'':13} "
+              f"{cells[3]:>7}  {cells[4]:>7}  {cells[5]:>8}")
+    basis = "200 each" if window == LATENCY_WINDOW else f"a fifth of the run each ({window})"
+    extra = (f"; {report.unmeasured_ticks} tick(s) not fully settled, left out"
+             if report.unmeasured_ticks else "")
+    matched = f"follow-ups matched by correlation id: {report.by_correlation}"
+    if report.by_window:
+        matched += f", by the lock-step window they were logged in: {report.by_window}"
+    where = f"; every tick in {report.latency_file}" if report.latency_file else ""
+    print(f"latency   first and last ticks: {basis}{extra}; {matched}")
+    print(f"latency   {len(report.ticks)} ticks fed in {report.run_s:.1f} s{where}")
 
 
 def print_report(report: Report, keys: Keys) -> None:
@@ -131,6 +326,7 @@ def print_report(report: Report, keys: Keys) -> None:
                   "new": "yes" if p.pattern_id not in report.patterns_before else "no"}
                  for p in report.patterns],
                 ["pattern_id", "confidence", "success_rate", "samples", "new"])
+    print_latency(report)
     if report.chaos:
         print(f"\nchaos: {report.chaos}.")
         verdict = "nothing lost" if not report.unsettled else f"{report.unsettled} pair(s) NOT settled"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -31,8 +33,33 @@ def cli_json(tmp_path: Path, env: dict[str, str], *args: str) -> object:
 
 
 def without_run_specifics(report: str) -> list[str]:
-    """The report minus lines that name ports, pids or folders."""
-    return [line for line in report.splitlines() if not line.startswith(("redis ", "started ", "fresh "))]
+    """The report minus lines that name ports, pids or folders, and the timings."""
+    return [line for line in report.splitlines()
+            if not line.startswith(("redis ", "started ", "fresh ", "latency "))]
+
+
+def check_tick_latency(report: str, csv_file: Path, ticks: int, signals: int, window: int) -> None:
+    """The report's tick latency: a first and a last window of ``window`` ticks and their ratio,
+    from the per-tick file, which accounts for every tick and every signal of the run."""
+    with open(csv_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["run_tick"]) for r in rows] == list(range(1, ticks + 1))
+    assert sum(int(r["signals"]) for r in rows) == signals  # every follow-up found its tick
+    assert f"follow-ups matched by correlation id: {signals - ticks}\n" in report  # all by their ids
+    agents = ("market-hunter", "risk-manager", "trade-executor")
+    for row in rows:
+        parts = [float(row[f"{a}_ms"]) for a in agents]
+        assert 0 <= float(row["total_ms"]) == max(parts) < 60_000
+    assert any(int(r["signals"]) > 1 for r in rows)  # ticks with whale / funding follow-ups
+    first = re.search(rf"latency   ticks 1-{window} of {ticks}\s+([\d.]+)\s+([\d.]+)", report)
+    last = re.search(rf"latency   ticks {ticks - window + 1}-{ticks} of {ticks}\s+([\d.]+)\s+([\d.]+)",
+                     report)
+    ratio = re.search(r"latency   last / first\s+([\d.]+)x\s+([\d.]+)x", report)
+    assert first and last and ratio, report
+    totals = [float(r["total_ms"]) for r in rows]
+    head = sorted(totals[:window])
+    assert float(first.group(1)) == pytest.approx(head[math.ceil(window / 2) - 1], abs=0.06)
+    assert float(ratio.group(1)) == pytest.approx(float(last.group(1)) / float(first.group(1)), abs=0.011)
 
 
 def test_desk_learns_the_planted_regularity_and_reports_true_numbers(tmp_path: Path, namespace: str) -> None:
@@ -63,6 +90,8 @@ def test_desk_learns_the_planted_regularity_and_reports_true_numbers(tmp_path: P
     ids = {p["pattern_id"] for p in patterns}
     for pattern in patterns:
         assert pattern["pattern_id"] in again
+    check_tick_latency(again, tmp_path / ".hivebus" / "logs" / "tick_latency.csv", 200, sum(counted.values()),
+                       40)
     # the planted regularity is learned; the planted noise is not
     assert PLANTED in ids and NOISE not in ids
     trades = re.search(r"trades closed: (\d+), won (\d+)", again)
