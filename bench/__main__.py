@@ -4,6 +4,8 @@ Starts its own redis-server on a free loopback port, runs every workload for hiv
 baselines with the same payload, repeats each, and writes ``results.md``, ``results.json`` and
 ``chart.png`` under ``bench/results/`` (or ``--out``). Figures are medians with min and max;
 comparisons are ratios taken in the same run. ``--quick`` is the smoke run ``make test`` uses.
+The ``memscale`` group (memory and decision reads at 1k, 10k and 100k items, beside an SQLite
+FTS5 baseline) is in :mod:`bench.memscale`.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import Any
 
 import anyio
 
+from bench import memscale
 from bench import workloads as w
 from coordinator.managed_redis import find_binaries, free_port
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
-GROUPS = ("throughput", "latency", "fanout", "memory", "idle", "other")
+GROUPS = ("throughput", "latency", "fanout", "memory", "idle", "other", "memscale")
 
 BASELINES = """\
 What each figure measures (all against the same redis-server, in the same run):
@@ -172,11 +175,15 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         print(f"  coordinator pass {results['coordinator_pass']}")
         results["many_agents"] = await w.many_agents(env(), 5 if quick else 50, 2.0 if quick else 10.0)
         print(f"  many agents {results['many_agents']}")
+    if "memscale" in args.only:
+        sizes = args.memscale_sizes or (memscale.QUICK_SIZES if quick else memscale.SIZES)
+        print(f"memscale (items and decisions: {', '.join(f'{n:,}' for n in sizes)}; ms per call)")
+        results["memscale"] = await memscale.run(env, sizes)
     return results
 
 
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
-    """The targets of issues 7 and 10, each as a ratio (or figure) from this run, and whether met."""
+    """The targets of issues 7, 10 and 11, each as a ratio (or figure) from this run, and whether met."""
     med = {k: v["median"] for k, v in r.items() if isinstance(v, dict) and "median" in v}
     table: dict[str, Any] = {}
 
@@ -227,6 +234,8 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
     if "memory" in r:
         bytes_per = r["memory"]["bytes_per_signal"]
         row("redis_bytes_per_signal_per_target", bytes_per, "<= 500", bytes_per <= 500, "7")
+    if "memscale" in r:  # issue 11, lines 5 and 6
+        table.update(memscale.targets(r["memscale"]))
     return table
 
 
@@ -285,6 +294,8 @@ def write(results: dict[str, Any], targets: dict[str, Any], out: Path, meta: dic
         for name in other:
             lines.append(f"| {name} | " + ", ".join(f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}"
                                                    for k, v in results[name].items()) + " |")
+    if "memscale" in results:
+        lines += memscale.markdown(results["memscale"])
     lines += ["", "| target | issue | value | target | met |", "|---|---|---:|---|---|"]
     for name, t in targets.items():
         met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -323,6 +334,14 @@ def _commit() -> str:
                                                   if dirty else "")
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    """``--memscale-sizes``: comma-separated positive counts (1_000 and 1000 both read)."""
+    sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError("expected comma-separated positive counts")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -333,6 +352,9 @@ def main() -> None:
                         help=f"comma-separated workload groups to run (default all: {','.join(GROUPS)})")
     parser.add_argument("--idle-agents", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--memscale-sizes", type=_sizes, default=None,
+                        help="comma-separated item counts for memscale (default 1000,10000,100000; "
+                             "--quick: 100,300)")
     args = parser.parse_args()
     args.only = {g.strip() for g in args.only.split(",") if g.strip()}
     if args.only - set(GROUPS):
