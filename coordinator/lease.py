@@ -1,9 +1,12 @@
 """Leadership among coordinators: a lease in Redis with a fencing epoch.
 
 The lease key holds ``<instance>|<epoch>`` with a TTL. Taking a free lease bumps the
-epoch counter, so every new leader gets a larger epoch than any before it; the
-durable store refuses writes carrying an older epoch, and Redis-side deletions check
-the lease value in the same script, so a deposed leader's late writes are refused.
+epoch counter, so every new leader gets a larger epoch than any before it — and above
+the highest epoch the durable store has seen, which the taker passes in: a Redis that
+started over (its counter back at 0) does not lock the coordinators out of a store that
+remembers epoch 4. The store refuses writes carrying an older epoch, and Redis-side
+deletions check the lease value in the same script, so a deposed leader's late writes
+are refused.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from coordinator.connection import Redis, translate_redis_errors
 from coordinator.keys import Keys
 from coordinator.settings import Settings
 
-# KEYS: 1 lease, 2 epoch counter. ARGV: 1 instance id, 2 ttl ms.
-# Returns the epoch held by this instance, or 0 when another instance holds the lease.
+# KEYS: 1 lease, 2 epoch counter. ARGV: 1 instance id, 2 ttl ms, 3 lowest epoch allowed minus 1
+# (the store's highest). Returns the epoch held by this instance, or 0 when another one holds
+# the lease. A counter edited by hand into text starts again above the floor.
 ACQUIRE = r"""
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -24,7 +28,12 @@ if held then
   end
   return 0
 end
-local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3]) or 0
+local epoch = redis.pcall('INCR', KEYS[2])
+if type(epoch) ~= 'number' or epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
 return epoch
 """
@@ -56,11 +65,13 @@ class Lease:
         """The lease value this instance writes while it leads."""
         return f"{self.instance_id}|{self.epoch}"
 
-    async def try_lead(self) -> int:
-        """Take or renew the lease; return this instance's epoch, or 0 if another one leads."""
+    async def try_lead(self, floor: int = 0) -> int:
+        """Take or renew the lease; return this instance's epoch, or 0 if another one leads.
+        A lease taken now gets an epoch above ``floor`` (the store's highest)."""
         async with translate_redis_errors():
             self.epoch = int(await self._acquire(
-                keys=[self.keys.lease(), self.keys.epoch()], args=[self.instance_id, self.ttl_ms]))
+                keys=[self.keys.lease(), self.keys.epoch()],
+                args=[self.instance_id, self.ttl_ms, floor]))
         return self.epoch
 
     async def release(self) -> None:

@@ -5,8 +5,11 @@ leads, the others stand by and take over within the lease TTL when it dies. The
 leader removes agent instances whose heartbeat expired (marking an agent with none left
 ``dead``) every half heartbeat TTL, and every ``consolidate_interval_s`` runs a consolidation
 pass: learn from outcomes, promote patterns, archive aged decisions
-(:mod:`coordinator.consolidation`). A background task renews the lease every third
-of its TTL while this coordinator leads.
+(:mod:`coordinator.consolidation`). While a pass runs, a task renews the lease every third
+of its TTL, so a long pass never lets a standby take over; a lease lost anyway (Redis
+paused past the TTL) stops the pass at once. A lease is taken with an epoch above the
+highest the store has seen, so a Redis that started over does not lock the coordinators
+out; losing the lead is one log line saying why.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Coordinator:
 
     def __init__(self, redis: Redis, settings: Settings, store: SQLiteStore) -> None:
         self.settings = settings
+        self.store = store
         self.registry = Registry(redis, settings)
         self.consolidator = Consolidator(redis, settings, store)
         self.instance_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -56,34 +60,53 @@ class Coordinator:
     async def once(self, progress: Progress | None = None) -> PassResult:
         """Take the lease, run one full pass (reap, learn, promote, archive), give the lease up.
 
-        Raises NotLeader when another coordinator leads now.
+        Raises NotLeader when another coordinator leads now (or takes the lead during the pass).
         """
-        epoch = await self.lease.try_lead()
+        epoch = await self._lead()
         if not epoch:
             raise NotLeader(f"another coordinator leads ({await self.lease.holder()}); "
                             "--once runs only when none does")
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._renew_lease)
-                await self.reap()
-                result = await self.consolidator.run_pass(epoch, self.lease.token, progress)
-                tg.cancel_scope.cancel()
+            await self.reap()
+            return await self._pass(epoch, progress)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.lease.release()
+
+    async def _lead(self) -> int:
+        """Take or renew the lease, a new one with an epoch above the store's highest."""
+        return await self.lease.try_lead(await self.store.highest_epoch())
+
+    async def _pass(self, epoch: int, progress: Progress | None = None) -> PassResult:
+        """One consolidation pass, the lease renewed throughout; a lease lost meanwhile stops it
+        (NotLeader). An error is raised as itself, not wrapped in an exception group."""
+        result = PassResult()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew_lease, epoch)
+                result = await self.consolidator.run_pass(epoch, self.lease.token, progress)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
         return result
 
-    async def _renew_lease(self) -> None:
+    async def _renew_lease(self, epoch: int) -> None:
         while True:
             await anyio.sleep(self.settings.lease_ttl_s / 3)
             try:
-                await self.lease.try_lead()
+                renewed = await self._lead()
             except RedisUnavailable as exc:
                 self.log.warning("could not renew the lease", error=str(exc))
+                continue
+            if renewed != epoch:
+                holder = await self.lease.holder()
+                raise NotLeader(f"the lease expired during a pass (Redis paused or unreachable "
+                                f"past {self.settings.lease_ttl_s:g} s?) and {holder or 'another'} "
+                                f"took it; this pass stopped")
 
     async def tick(self) -> None:
         """One loop step: lead or stand by; the leader reaps and, when due, consolidates."""
-        epoch = await self.lease.try_lead()
+        epoch = await self._lead()
         if not epoch:
             return
         # liveness is read from heartbeat keys wherever it is shown; reaping only tidies the
@@ -94,7 +117,7 @@ class Coordinator:
             await self.reap()
         if now_s() - self._last_pass >= self.settings.consolidate_interval_s:
             self._last_pass = now_s()
-            result = await self.consolidator.run_pass(epoch, self.lease.token)
+            result = await self._pass(epoch)
             if result.counted or result.archived or result.promoted or result.demoted:
                 self.log.info("consolidation pass", **result.as_dict())
 
@@ -117,7 +140,9 @@ class Coordinator:
                         self.log.warning("redis unavailable", error=str(exc))
                     failing = True
                 except NotLeader as exc:
-                    self.log.warning("lost the lead", error=str(exc))
+                    self.log.warning(f"lost the lead: {exc}")
+                    with contextlib.suppress(RedisUnavailable):
+                        await self.lease.release()  # taken again (above the store's epoch) or not
                 except HivebusError as exc:
                     self.log.error("coordinator pass failed", error=str(exc))
                 if bool(self.lease.epoch) != leading:
@@ -129,3 +154,8 @@ class Coordinator:
             with anyio.CancelScope(shield=True), contextlib.suppress(RedisUnavailable):
                 await self.lease.release()
         self.log.info("coordinator stopped")
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

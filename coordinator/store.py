@@ -243,6 +243,14 @@ class SQLiteStore:
                     raise StoreError(f"store {self.path}: {exc}") from None
         return await anyio.to_thread.run_sync(run)
 
+    async def highest_epoch(self) -> int:
+        """The highest fencing epoch a write has carried (0 before any): a new leader's epoch
+        must be above it, even when Redis (and its epoch counter) started over."""
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE key='fence_epoch'").fetchone()
+            return int(row["value"]) if row and str(row["value"]).isdigit() else 0
+        return await self.read(run)
+
     @staticmethod
     def _fence(conn: sqlite3.Connection, epoch: int) -> None:
         row = conn.execute("SELECT value FROM meta WHERE key='fence_epoch'").fetchone()

@@ -118,3 +118,56 @@ async def test_deposed_leader_cannot_write(redis: Any, settings: Settings, store
     with pytest.raises(NotLeader):
         await Consolidator(redis, settings, store).run_pass(old_epoch, old_token)
     assert await store.count_archived() == 1
+
+
+async def test_a_redis_that_started_over_does_not_lock_the_coordinator_out(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Issue 12: the store remembers epoch 4, Redis is new (its epoch counter at 0, or edited by
+    hand into text): the coordinator takes the lease above 4 and its pass writes."""
+    from coordinator.service import Coordinator
+
+    settings = coordinator_settings(settings, stm_window_s=3600)
+    await store.archive([], 4)  # a write fenced at epoch 4: the store's highest
+    await generate(DecisionLog(redis, settings))
+    coordinator = Coordinator(redis, settings, store)
+    result = await coordinator.once()
+    assert result.counted == 140 and result.promoted
+    assert await store.highest_epoch() == 5
+    await redis.set(Keys(settings.namespace).epoch(), "nonsense")
+    await Coordinator(redis, settings, store).once()
+    assert await store.highest_epoch() == 6
+
+
+async def test_a_long_pass_keeps_its_lease_and_a_lost_lease_stops_it(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Issue 12: a pass three lease TTLs long keeps the lease (a standby never takes it); a lease
+    lost during a pass (taken by another coordinator) stops the pass with NotLeader, raised as
+    itself (one line), not as an exception group."""
+    import anyio
+
+    from coordinator.service import Coordinator
+
+    settings = coordinator_settings(settings, lease_ttl_s=0.6)
+    leader, standby = Coordinator(redis, settings, store), Coordinator(redis, settings, store)
+    standby_epochs: list[int] = []
+
+    async def slow_pass(*_: Any) -> Any:
+        for _ in range(18):  # 1.8 s: three TTLs
+            standby_epochs.append(await standby.lease.try_lead())
+            await anyio.sleep(0.1)
+        from coordinator.consolidation import PassResult
+        return PassResult()
+
+    leader.consolidator.run_pass = slow_pass  # type: ignore[method-assign]
+    await leader.once()
+    assert standby_epochs and set(standby_epochs) == {0}
+
+    async def deposed_pass(*_: Any) -> Any:
+        await redis.set(Keys(settings.namespace).lease(), "other-host|99", px=60_000)
+        await anyio.sleep(10)  # the renewal (every TTL / 3) must stop this long before
+
+    leader.consolidator.run_pass = deposed_pass  # type: ignore[method-assign]
+    with anyio.fail_after(5), pytest.raises(NotLeader, match="other-host"):
+        await leader.once()
