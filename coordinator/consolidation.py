@@ -66,6 +66,7 @@ class PassResult:
     trimmed: int = 0
     agents_removed: int = 0
     memories_removed: int = 0
+    memories_purged: int = 0
 
     def summary(self) -> str:
         """One line for people."""
@@ -75,7 +76,8 @@ class PassResult:
                 + (f"; {self.skipped} unreadable decision(s) set aside" if self.skipped else "")
                 + f"; retention: {self.expired} signal(s) expired unprocessed, {self.trimmed} stream "
                 f"entries trimmed, {self.agents_removed} dead agent(s) removed, "
-                f"{self.memories_removed} faded memory item(s) removed")
+                f"{self.memories_removed} faded memory item(s) removed, {self.memories_purged} "
+                f"expired one(s) purged from the indexes")
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -106,6 +108,7 @@ class Consolidator:
         retained = await Retention(self.redis, self.settings).run()
         result.expired, result.trimmed = retained.expired, retained.trimmed
         result.agents_removed, result.memories_removed = retained.agents_removed, retained.memories_removed
+        result.memories_purged = retained.memories_purged
         return result
 
     async def learn(self, epoch: int, result: PassResult, progress: Progress | None) -> None:
