@@ -74,7 +74,9 @@ async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agents: registered agents with liveness and counters."""
 
     async def body(redis: Any) -> int:
-        agents = await Registry(redis, settings).list_agents()
+        registry = Registry(redis, settings)
+        agents = await registry.list_agents()
+        _name_skipped(registry)
         if args.json:
             print_json([a.as_dict() for a in agents])
             return 0
@@ -267,6 +269,49 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                           keep_running=args.keep_running, fresh=args.fresh, chaos=args.chaos)
 
 
+async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus set-aside list|clear: records the coordinator set aside, with their reason."""
+    from coordinator.keys import Keys
+    from coordinator.set_aside import SetAside
+
+    async def body(redis: Any) -> int:
+        aside = SetAside(redis, Keys(settings.namespace))
+        if args.aside_command == "clear":
+            if not args.ids and not args.all:
+                raise InvalidInput("name the records to clear (ids from 'hivebus set-aside list'), or --all")
+            print(f"cleared {await aside.clear(args.ids, everything=args.all)} record(s)")
+            return 0
+        rows = await aside.list(args.limit)
+        if args.json:
+            print_json(rows)
+            return 0
+        print_table([{"id": r["id"], "at": clock(_seconds(r.get("at"))), "key": r.get("key", ""),
+                      "member": r.get("member", "") or r.get("moved_to", ""), "reason": r.get("reason", "")}
+                     for r in rows], ["id", "at", "key", "member", "reason"])
+        return 0
+
+    return await with_redis(settings, body)
+
+
+def _seconds(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
+
+def _name_skipped(registry: Registry) -> None:
+    """One line on stderr naming registry members that are not agent ids (left out)."""
+    if registry.skipped:
+        from coordinator.bus import printable
+
+        names = ", ".join(repr(printable(a)[:80]) for a in registry.skipped[:5])
+        more = f" and {len(registry.skipped) - 5} more" if len(registry.skipped) > 5 else ""
+        print(f"skipped {len(registry.skipped)} registry member(s) of {registry.keys.agents()} that "
+              f"are not agent ids (edited by hand?): {names}{more}; the coordinator sets them aside "
+              f"(hivebus set-aside)", file=sys.stderr)
+
+
 async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
     from coordinator.acl import acl_script
@@ -275,7 +320,9 @@ async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
     agent_ids = [check_agent_id(a) for a in args.agent_ids]
     if not agent_ids:
         async def body(redis: Any) -> int:
-            agent_ids.extend(a.agent_id for a in await Registry(redis, settings).list_agents())
+            registry = Registry(redis, settings)
+            agent_ids.extend(a.agent_id for a in await registry.list_agents())
+            _name_skipped(registry)
             return 0
 
         await with_redis(settings, body)
@@ -401,6 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--all", action="store_true")
     for p in dlq.choices.values():
         p.set_defaults(func=cmd_dlq)
+
+    aside = sub.add_parser("set-aside", help="records the coordinator could not process").add_subparsers(
+        dest="aside_command", required=True, parser_class=Parser)
+    aside_list = listing(aside.add_parser("list", help="set-aside records with their reason, newest first"))
+    aside_list.add_argument("--limit", type=positive_int, default=100)
+    aside_clear = aside.add_parser("clear", help="remove records once looked at: ids, or --all")
+    aside_clear.add_argument("ids", nargs="*")
+    aside_clear.add_argument("--all", action="store_true")
+    for p in aside.choices.values():
+        p.set_defaults(func=cmd_set_aside)
 
     feed = sub.add_parser("feed", help="publish seeded MARKET_TICK signals")
     feed.add_argument("--count", type=positive_int, default=20)

@@ -15,7 +15,7 @@ Store writes carry the leader's fencing epoch, so a deposed leader's writes are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,13 @@ from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
 from coordinator.decisions import DecisionRecord, indexed_type
-from coordinator.errors import NotLeader
-from coordinator.keys import Keys
+from coordinator.errors import NotLeader, RedisUnavailable
+from coordinator.keys import Keys, check_agent_id, check_item_id
 from coordinator.learning import Thresholds, credits_for
 from coordinator.logs import get_logger
 from coordinator.models import now_s
 from coordinator.retention import Retention
+from coordinator.set_aside import SetAside
 from coordinator.settings import Settings
 from coordinator.store import SQLiteStore
 
@@ -97,6 +98,7 @@ class Consolidator:
         self.share_with = [s.strip() for s in settings.pattern_share_with.split(",") if s.strip()]
         self._delete = redis.register_script(DELETE_ARCHIVED)
         self.log = get_logger(agent_id="coordinator")
+        self.set_aside = SetAside(redis, self.keys)
 
     async def run_pass(self, epoch: int, token: str, progress: Progress | None = None) -> PassResult:
         """Learn, promote, archive. Raises NotLeader when the lease was lost meanwhile."""
@@ -118,31 +120,49 @@ class Consolidator:
             total = int(await self.redis.zcard(queue))
         while True:
             async with translate_redis_errors():
-                ids = await self.redis.zrange(queue, 0, BATCH - 1)
-                if not ids:
-                    return
-                pipe = self.redis.pipeline(transaction=False)
-                for decision_id in ids:
-                    pipe.hgetall(self.keys.decision(decision_id))
-                rows = await pipe.execute()
+                read = await self.redis.zrange(queue, 0, BATCH - 1)
+            if not read:
+                return
+            ids = await self.set_aside.valid(queue, read, check_item_id, "a decision id", scores=True)
+            rows = await self._decisions(ids)
             batch = []
             for decision_id, fields in zip(ids, rows, strict=True):
                 record = await self._decision(decision_id, fields)
                 if record is not None and record.outcome is not None:
                     batch.append((record, credits_for(record)))
             result.counted += await self.store.credit(batch, epoch)
-            async with translate_redis_errors():
-                await self.redis.zrem(queue, *ids)
-            result.outcomes_seen += len(ids)
+            if ids:
+                async with translate_redis_errors():
+                    await self.redis.zrem(queue, *ids)
+            result.outcomes_seen += len(read)
             if progress:
                 progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+
+    async def _decisions(self, ids: Sequence[str]) -> list[dict[str, str]]:
+        """The stored fields of each decision ({} when gone); a decision key of the wrong type
+        (edited by hand) is set aside and read as gone."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for decision_id in ids:
+                pipe.hgetall(self.keys.decision(decision_id))
+            rows = await pipe.execute(raise_on_error=False)
+        found: list[dict[str, str]] = []
+        for decision_id, row in zip(ids, rows, strict=True):
+            if isinstance(row, redis_errors.ResponseError) and "WRONGTYPE" in str(row):
+                await self.set_aside.rename(self.keys.decision(decision_id), "a decision that is not a hash")
+                row = {}
+            elif isinstance(row, Exception):
+                raise RedisUnavailable(f"Redis error: {row}")
+            found.append(row)
+        return found
 
     async def _decision(self, decision_id: str, fields: dict[str, str]) -> DecisionRecord | None:
         if fields:
             try:
                 return DecisionRecord.from_fields(fields)
             except (KeyError, ValueError) as exc:
-                self.log.warning("unreadable decision skipped", decision_id=decision_id, error=str(exc))
+                await self.set_aside.note(self.keys.decision(decision_id),
+                                          f"unreadable decision, not learned from: {exc}")
                 return None
         archived = await self.store.archived_decision(decision_id)  # archived before it was learned
         return archived[0] if archived else None
@@ -151,7 +171,10 @@ class Consolidator:
         """Move decisions older than the STM window from Redis into the store."""
         cutoff = now_s() - self.settings.stm_window_s
         async with translate_redis_errors():
-            agents = sorted(await self.redis.smembers(self.keys.decision_agents()))
+            members = sorted(await self.redis.smembers(self.keys.decision_agents()))
+        agents = await self.set_aside.valid(self.keys.decision_agents(), members, check_agent_id,
+                                            "an agent id")
+        async with translate_redis_errors():
             total = 0
             for agent_id in agents:
                 total += int(await self.redis.zcount(self.keys.decisions(agent_id), "-inf", cutoff))
@@ -160,17 +183,20 @@ class Consolidator:
             index = self.keys.decisions(agent_id)
             while True:
                 async with translate_redis_errors():
-                    ids = await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=BATCH)
-                    if not ids:
-                        break
+                    read = await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=BATCH)
+                if not read:
+                    break
+                ids = await self.set_aside.valid(index, read, check_item_id, "a decision id", scores=True)
+                rows = await self._decisions(ids)
+                async with translate_redis_errors():
                     pipe = self.redis.pipeline(transaction=False)
                     for decision_id in ids:
-                        pipe.hgetall(self.keys.decision(decision_id))
                         pipe.smembers(self.keys.decision_signals(decision_id))
-                    rows = await pipe.execute()
+                    signal_sets = await pipe.execute(raise_on_error=False)
                 batch, unreadable = [], []
                 for n, decision_id in enumerate(ids):
-                    fields, caused = rows[2 * n], rows[2 * n + 1]
+                    fields = rows[n]
+                    caused = signal_sets[n] if isinstance(signal_sets[n], set) else set()
                     record = await self._decision(decision_id, fields) if fields else None
                     if record is None:
                         unreadable.append(decision_id)
@@ -181,8 +207,8 @@ class Consolidator:
                                               [(r.decision_id, r.decision_type) for r, _ in batch])
                 if unreadable:  # left in Redis for a person to look at, out of the index
                     result.skipped += len(unreadable)
-                    async with translate_redis_errors():
-                        await self.redis.zrem(index, *unreadable)
+                    await self.set_aside.members(index, unreadable, "decision gone or unreadable; "
+                                                 "its hash (if any) is left as it is", scores=True)
                 done += len(ids)
                 if progress:
                     progress("archive", done, max(total, done))

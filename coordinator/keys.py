@@ -28,7 +28,7 @@ def check_agent_id(agent_id: str) -> str:
 
     Valid: 1-64 characters of letters, digits, ``_ . -``, starting with a letter or digit.
     """
-    if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
+    if not isinstance(agent_id, str) or not AGENT_ID_RE.fullmatch(agent_id):
         raise InvalidId(
             f"invalid agent id {_shown(str(agent_id))}: use 1-64 letters, digits, '_', '.', '-'"
         )
@@ -37,7 +37,7 @@ def check_agent_id(agent_id: str) -> str:
 
 def check_signal_type(signal_type: str) -> str:
     """Return ``signal_type`` if it is UPPER_SNAKE_CASE (≤ 64 chars); raise InvalidId otherwise."""
-    if not isinstance(signal_type, str) or not SIGNAL_TYPE_RE.match(signal_type):
+    if not isinstance(signal_type, str) or not SIGNAL_TYPE_RE.fullmatch(signal_type):
         raise InvalidId(
             f"invalid signal type {_shown(str(signal_type))}: use UPPER_SNAKE_CASE, e.g. WHALE_ACTIVITY"
         )
@@ -46,21 +46,21 @@ def check_signal_type(signal_type: str) -> str:
 
 def check_signal_id(signal_id: str) -> str:
     """Return ``signal_id`` if it has the shape of a hivebus signal id; raise InvalidId otherwise."""
-    if not isinstance(signal_id, str) or not SIGNAL_ID_RE.match(signal_id):
+    if not isinstance(signal_id, str) or not SIGNAL_ID_RE.fullmatch(signal_id):
         raise InvalidId(f"invalid signal id {_shown(str(signal_id))}: expected 26 characters")
     return signal_id
 
 
 def check_item_id(item_id: str) -> str:
     """Return ``item_id`` (a memory item, decision or snapshot id) if valid; raise InvalidId."""
-    if not isinstance(item_id, str) or not SIGNAL_ID_RE.match(item_id):
+    if not isinstance(item_id, str) or not SIGNAL_ID_RE.fullmatch(item_id):
         raise InvalidId(f"invalid id {_shown(str(item_id))}: expected 26 characters")
     return item_id
 
 
 def check_instance_id(instance_id: str) -> str:
     """Return ``instance_id`` if valid; raise InvalidId otherwise."""
-    if not INSTANCE_ID_RE.match(instance_id):
+    if not INSTANCE_ID_RE.fullmatch(instance_id):
         raise InvalidId(f"invalid instance id {_shown(instance_id)}")
     return instance_id
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.keys import Keys, check_agent_id, check_signal_type
+from coordinator.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
 from coordinator.models import now_s
 from coordinator.settings import Settings
 
@@ -88,6 +88,7 @@ class Registry:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.namespace)
+        self.skipped: list[str] = []  # registry members list_agents left out: not agent ids
 
     async def register(
         self,
@@ -158,9 +159,13 @@ class Registry:
             return bool(await self.redis.sismember(self.keys.agents(), check_agent_id(agent_id)))
 
     async def list_agents(self) -> list[AgentInfo]:
-        """Every registered agent with its instances and their liveness, sorted by id."""
+        """Every registered agent with its instances and their liveness, sorted by id. Registry
+        members that are not agent ids (edited by hand) are left out, and listed in ``skipped``
+        (the coordinator sets them aside)."""
         async with translate_redis_errors():
-            agent_ids = sorted(await self.redis.smembers(self.keys.agents()))
+            members = sorted(await self.redis.smembers(self.keys.agents()))
+            agent_ids = [a for a in members if AGENT_ID_RE.fullmatch(a)]
+            self.skipped = [a for a in members if not AGENT_ID_RE.fullmatch(a)]
             pipe = self.redis.pipeline(transaction=False)
             for agent_id in agent_ids:
                 pipe.hgetall(self.keys.agent(agent_id))

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from coordinator.bus import DLQ_MAXLEN
 from coordinator.connection import Redis, translate_redis_errors
 from coordinator.errors import RedisUnavailable
-from coordinator.keys import Keys
+from coordinator.keys import Keys, check_agent_id
 from coordinator.logs import get_logger
 from coordinator.memory import ShortTermMemory
 from coordinator.models import now_s
 from coordinator.registry import Registry
 from coordinator.scripts import EXPIRE
+from coordinator.set_aside import SetAside
 from coordinator.settings import Settings
 
 BATCH = 500
@@ -57,7 +58,10 @@ class Retention:
         result = RetentionResult()
         cutoff_ms = int((now_s() - self.settings.signal_ttl_s) * 1000)
         async with translate_redis_errors():
-            agents = sorted(await self.redis.smembers(self.keys.agents()))
+            members = sorted(await self.redis.smembers(self.keys.agents()))
+        agents = await SetAside(self.redis, self.keys).valid(self.keys.agents(), members, check_agent_id,
+                                                             "an agent id")
+        async with translate_redis_errors():
             for agent_id in agents:
                 try:
                     await self._expire_inbox(agent_id, cutoff_ms, result)
