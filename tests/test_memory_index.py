@@ -6,6 +6,7 @@ data, every query gives exactly what ranking every readable item by the README's
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -192,3 +193,39 @@ async def test_event_queries_page_and_read_only_their_type(redis: Any, settings:
     assert [e["payload"]["n"] for e in both] == [p["n"] for _, t, p in newest_first
                                                  if t == "QUOTE" and p["note"] == "whale"]
     assert await events.query("te-1", event_type="NEVER_SEEN") == []
+
+
+async def test_event_word_queries_read_the_rarest_words_events(redis: Any, settings: Settings) -> None:
+    """By word, with a time range and a type: the events holding every word, newest first, as
+    filtering all would give; an event with too many words to index is still found; index
+    entries of events the stream trimmed leave the index."""
+    from coordinator.events import MAX_WORDS, EpisodicLog
+
+    settings = settings.model_copy(update={"events_maxlen": 100})
+    events = EpisodicLog(redis, settings)
+    rng = random.Random(14)
+    recorded = []
+    for n in range(300):
+        text = " ".join(rng.sample(VOCABULARY, 3))
+        payload: dict[str, Any] = {"note": text}
+        if n == 290:
+            payload["long"] = " ".join(f"x{k}" for k in range(MAX_WORDS + 10)) + " whale btc"
+        event_type = "FILL" if n % 2 else "QUOTE"
+        recorded.append((await events.record("te-1", event_type, payload), event_type,
+                         words(json.dumps(payload, sort_keys=True, separators=(",", ":")))))
+    kept = {e["id"] for e in await events.query("te-1", limit=10_000)}
+    assert 100 <= len(kept) < 300  # the stream trimmed the oldest (MAXLEN ~ 100)
+    live = [r for r in recorded[::-1] if r[0] in kept]
+    middle = int(live[len(live) // 2][0].split("-")[0]) / 1000
+    for query, event_type, since in [("whale", None, None), ("whale btc", None, None),
+                                     ("btc", "FILL", None), ("w3 whale", None, middle),
+                                     ("nowhere", None, None), ("x3", None, None)]:
+        want = words(query)
+        got = [e["id"] for e in await events.query("te-1", word=query, event_type=event_type,
+                                                    since=since, limit=1000)]
+        expected = [i for i, t, ws in live if want <= ws and (event_type is None or t == event_type)
+                    and (since is None or int(i.split("-")[0]) / 1000 >= since)]
+        assert got == expected, query
+    index = f"{events.keys.events('te-1')}:words:time"
+    oldest = int(live[-1][0].split("-")[0])
+    assert await redis.zcount(index, "-inf", f"({oldest}") == 0  # the trimmed events' entries left
