@@ -247,9 +247,10 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
     metrics = parse_json_object(args.metrics) if args.metrics else {}
 
     async def body(redis: Any) -> int:
-        outcome = await DecisionLog(redis, settings).log_outcome(
-            args.decision_id, success=args.success, quality_score=args.quality,
-            latency_ms=args.latency_ms, error=args.error, metrics=metrics)
+        async with _archive(settings) as archive:  # an archived decision's outcome is queued
+            outcome = await DecisionLog(redis, settings, archive=archive).log_outcome(
+                args.decision_id, success=args.success, quality_score=args.quality,
+                latency_ms=args.latency_ms, error=args.error, metrics=metrics, queue_unknown=False)
         if args.json:
             print_json(outcome.model_dump(mode="json"))
         else:

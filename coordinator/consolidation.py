@@ -22,8 +22,8 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from coordinator.connection import Redis, translate_redis_errors
-from coordinator.decisions import DecisionRecord, indexed_type
-from coordinator.errors import NotLeader, RedisUnavailable
+from coordinator.decisions import DecisionOutcome, DecisionRecord, indexed_type
+from coordinator.errors import InvalidId, NotLeader, RedisUnavailable
 from coordinator.keys import Keys, check_agent_id, check_item_id
 from coordinator.learning import Thresholds, credits_for
 from coordinator.logs import get_logger
@@ -114,7 +114,8 @@ class Consolidator:
         return result
 
     async def learn(self, epoch: int, result: PassResult, progress: Progress | None) -> None:
-        """Count every queued outcome once."""
+        """Count every queued outcome once (those of archived decisions first)."""
+        await self._learn_late(epoch, result)
         queue = self.keys.outcomes()
         async with translate_redis_errors():
             total = int(await self.redis.zcard(queue))
@@ -137,6 +138,48 @@ class Consolidator:
             result.outcomes_seen += len(read)
             if progress:
                 progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+
+    async def _learn_late(self, epoch: int, result: PassResult) -> None:
+        """Record the outcomes of archived decisions in the archive and count each once; one
+        that cannot be (no such decision, already an outcome, nonsense) is set aside."""
+        key = self.keys.late_outcomes()
+        cursor = 0
+        while True:
+            async with translate_redis_errors():
+                cursor, found = await self.redis.hscan(key, cursor, count=BATCH)
+            for decision_id, text in found.items():
+                result.outcomes_seen += 1
+                result.counted += await self._late(epoch, key, str(decision_id), str(text))
+            if not cursor:
+                return
+
+    async def _late(self, epoch: int, key: str, decision_id: str, text: str) -> int:
+        try:
+            check_item_id(decision_id)
+            outcome = DecisionOutcome.model_validate_json(text)
+        except (InvalidId, ValueError):
+            await self.set_aside.fields(key, decision_id, text, "not a decision id and an outcome")
+            return 0
+        archived = await self.store.archived_decision(decision_id)
+        if archived is None:
+            async with translate_redis_errors():
+                in_redis = await self.redis.exists(self.keys.decision(decision_id))
+            if not in_redis:
+                await self.set_aside.fields(key, decision_id, text,
+                                            "outcome of a decision neither in Redis nor archived")
+            return 0  # (in Redis: archived by a later pass, then recorded)
+        record = archived[0]
+        counted = 0
+        if record.outcome is None:
+            updated = record.model_copy(update={"outcome": outcome})
+            counted = int(await self.store.record_late_outcome(updated, credits_for(updated), epoch))
+        elif record.outcome != outcome:
+            await self.set_aside.fields(key, decision_id, text,
+                                        "the archived decision already has an outcome (the first is kept)")
+            return 0
+        async with translate_redis_errors():
+            await self.redis.hdel(key, decision_id)
+        return counted
 
     async def _decisions(self, ids: Sequence[str]) -> list[dict[str, str]]:
         """The stored fields of each decision ({} when gone); a decision key of the wrong type

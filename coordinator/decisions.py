@@ -198,12 +198,17 @@ class DecisionLog:
     async def log_outcome(
         self, decision_id: str, *, success: bool, quality_score: float | None = None,
         latency_ms: float | None = None, error: str | None = None,
-        metrics: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None, queue_unknown: bool = True,
     ) -> DecisionOutcome:
         """Attach the outcome of a decision, once.
 
-        Raises NotFound (unknown decision), AlreadyRecorded (it has an outcome; the first is
-        kept), InvalidInput (bad values). Nothing changes when it raises.
+        An outcome of a decision no longer in Redis (archived after the STM window: a trade
+        that closes after a day) is queued for the coordinator, which records it in the archive
+        and learns from it once, or sets it aside with the reason when the archive does not
+        know the decision (with an ``archive``, that is checked here: NotFound; without one and
+        with ``queue_unknown=False``, a decision not in Redis is NotFound).
+        Raises AlreadyRecorded (it has an outcome, or one is queued; the first is kept),
+        InvalidInput (bad values), NotFound. Nothing changes when it raises.
         """
         key = self.keys.decision(decision_id)
         try:
@@ -214,7 +219,9 @@ class DecisionLog:
         async with translate_redis_errors():
             agent_id, decision_type = await self.redis.hmget(key, ["agent_id", "decision_type"])
             if agent_id is None:
-                raise NotFound(f"no decision {decision_id}")
+                if self.archive is None and not queue_unknown:
+                    raise NotFound(f"no decision {decision_id} in Redis (and no archive here to look in)")
+                return await self._late_outcome(decision_id, outcome)
             result = "ok" if success else "failed"
             of_type = indexed_type(decision_type)
             try:
@@ -235,6 +242,21 @@ class DecisionLog:
                 if "UNKNOWN_DECISION" in str(exc):
                     raise NotFound(f"no decision {decision_id}") from None
                 raise
+        return outcome
+
+    async def _late_outcome(self, decision_id: str, outcome: DecisionOutcome) -> DecisionOutcome:
+        if self.archive is not None:
+            archived = await self.archive.archived_decision(decision_id)
+            if archived is None:
+                raise NotFound(f"no decision {decision_id}")
+            if archived[0].outcome is not None:
+                raise AlreadyRecorded(f"decision {decision_id} already has an outcome; the first one is kept")
+        async with translate_redis_errors():
+            queued = await self.redis.hsetnx(self.keys.late_outcomes(), decision_id,
+                                             outcome.model_dump_json())
+        if not queued:
+            raise AlreadyRecorded(f"decision {decision_id} already has an outcome queued; "
+                                  "the first one is kept")
         return outcome
 
     async def get(self, decision_id: str) -> DecisionRecord:

@@ -238,6 +238,11 @@ class Keys:
         """ZSET decision id -> outcome time: outcomes the coordinator has not learned from yet."""
         return f"{self.namespace}:outcomes"
 
+    def late_outcomes(self) -> str:
+        """HASH decision id -> outcome JSON: outcomes of decisions no longer in Redis (archived),
+        for the coordinator to record in the archive and learn from."""
+        return f"{self.namespace}:late-outcomes"
+
     def decision_agents(self) -> str:
         """SET of agent ids that have logged decisions (the coordinator's archival walks it)."""
         return f"{self.namespace}:decision-agents"

@@ -60,6 +60,17 @@ class SetAside:
         for member in members:
             self.log.warning("set aside a record", key=key, member=shown(member), reason=reason)
 
+    async def fields(self, key: str, field: str, value: str, reason: str) -> None:
+        """Remove ``field`` from the hash ``key`` and record it with its value and the reason."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hdel(key, field)
+            pipe.xadd(self.key, {"key": key, "member": shown(field), "value": shown(value),
+                                 "reason": shown(reason), "at": f"{time.time():.3f}"},
+                      maxlen=MAXLEN, approximate=True)
+            await pipe.execute()
+        self.log.warning("set aside a record", key=key, member=shown(field), reason=shown(reason))
+
     async def note(self, key: str, reason: str) -> None:
         """Record that ``key`` was skipped (left as it is) and why."""
         async with translate_redis_errors():

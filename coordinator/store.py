@@ -270,29 +270,22 @@ class SQLiteStore:
         One transaction for the whole batch: a crash counts all of it or none of it, and a
         decision counted before (table ``credited``) is skipped, so a batch may be retried.
         """
-        def run(conn: sqlite3.Connection) -> int:
-            counted = 0
-            now = time.time()
-            for decision, credits in batch:
-                assert decision.outcome is not None
-                success = 1 if decision.outcome.success else 0
-                if not conn.execute("INSERT OR IGNORE INTO credited VALUES (?, ?)",
-                                    (decision.decision_id, now)).rowcount:
-                    continue
-                counted += 1
-                for credit in credits:
-                    row = conn.execute("SELECT evidence FROM pattern_stats WHERE pattern_id=?",
-                                       (credit.pattern_id,)).fetchone()
-                    evidence = (json.loads(row["evidence"]) if row else [])[-(EVIDENCE_KEPT - 1):]
-                    evidence.append(decision.decision_id)
-                    conn.execute(
-                        """INSERT INTO pattern_stats VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1)
-                           ON CONFLICT (pattern_id) DO UPDATE SET samples = samples + 1,
-                           successes = successes + excluded.successes,
-                           evidence = excluded.evidence, dirty = 1""",
-                        (credit.pattern_id, credit.agent_id, credit.decision_type, credit.kind,
-                         success, json.dumps(evidence), json.dumps(credit.data)))
-            return counted
+        return await self.write(lambda conn: _credit(conn, batch), epoch)
+
+    async def record_late_outcome(self, decision: DecisionRecord, credits: Sequence[Credit],
+                                  epoch: int | None) -> bool:
+        """Attach an outcome to an archived decision that has none and count it, in one
+        transaction; False (nothing changed) when the decision is not archived or has one."""
+        assert decision.outcome is not None
+        success = int(decision.outcome.success)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                "UPDATE decisions SET record=?, success=? WHERE decision_id=? AND success IS NULL",
+                (decision.model_dump_json(), success, decision.decision_id)).rowcount
+            if changed:
+                _credit(conn, [(decision, credits)])
+            return bool(changed)
 
         return await self.write(run, epoch)
 
@@ -462,3 +455,29 @@ class SQLiteStore:
         """How many decisions the archive holds."""
         row = await self.read(lambda c: c.execute("SELECT COUNT(*) AS n FROM decisions").fetchone())
         return int(row["n"])
+
+
+def _credit(conn: sqlite3.Connection, batch: Sequence[tuple[DecisionRecord, Sequence[Credit]]]) -> int:
+    """Count each decision's outcome towards its credits unless counted before (``credited``)."""
+    counted = 0
+    now = time.time()
+    for decision, credits in batch:
+        assert decision.outcome is not None
+        success = 1 if decision.outcome.success else 0
+        if not conn.execute("INSERT OR IGNORE INTO credited VALUES (?, ?)",
+                            (decision.decision_id, now)).rowcount:
+            continue
+        counted += 1
+        for credit in credits:
+            row = conn.execute("SELECT evidence FROM pattern_stats WHERE pattern_id=?",
+                               (credit.pattern_id,)).fetchone()
+            evidence = (json.loads(row["evidence"]) if row else [])[-(EVIDENCE_KEPT - 1):]
+            evidence.append(decision.decision_id)
+            conn.execute(
+                """INSERT INTO pattern_stats VALUES (?, ?, ?, ?, 1, ?, ?, ?, 1)
+                   ON CONFLICT (pattern_id) DO UPDATE SET samples = samples + 1,
+                   successes = successes + excluded.successes,
+                   evidence = excluded.evidence, dirty = 1""",
+                (credit.pattern_id, credit.agent_id, credit.decision_type, credit.kind,
+                 success, json.dumps(evidence), json.dumps(credit.data)))
+    return counted

@@ -9,7 +9,7 @@ import pytest
 
 from coordinator.consolidation import Consolidator
 from coordinator.decisions import DecisionLog
-from coordinator.errors import NotLeader
+from coordinator.errors import AlreadyRecorded, NotLeader
 from coordinator.keys import Keys
 from coordinator.lease import Lease
 from coordinator.settings import Settings
@@ -171,3 +171,42 @@ async def test_a_long_pass_keeps_its_lease_and_a_lost_lease_stops_it(
     leader.consolidator.run_pass = deposed_pass  # type: ignore[method-assign]
     with anyio.fail_after(5), pytest.raises(NotLeader, match="other-host"):
         await leader.once()
+
+
+async def test_an_outcome_after_its_decision_was_archived_is_recorded_and_learned_once(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Issue 12: a trade that closes after the STM window: its decision is archived already;
+    the outcome is queued, the next pass records it in the archive and learns from it once; an
+    outcome of a decision nobody knows, or a second one, is set aside with the reason."""
+    import time
+
+    from coordinator.service import Coordinator
+    from coordinator.set_aside import SetAside
+
+    settings = coordinator_settings(settings, stm_window_s=60)
+    log = DecisionLog(redis, settings)
+    decision_id = await log.log_decision("te-1", "TRADE_EXECUTION", reasoning={"action": "buy"},
+                                         context={"features": {"whale": "accumulation"}},
+                                         timestamp=time.time() - 120)
+    first = await Coordinator(redis, settings, store).once()
+    assert first.archived == 1 and not await redis.exists(Keys(settings.namespace).decision(decision_id))
+    await log.log_outcome(decision_id, success=True, metrics={"pnl": 3.0})
+    with pytest.raises(AlreadyRecorded):
+        await log.log_outcome(decision_id, success=False)      # one is queued already
+    unknown = "01KAAAAAAAAAAAAAAAAAAAAAAB"
+    await log.log_outcome(unknown, success=True)
+    result = await Coordinator(redis, settings, store).once()
+    assert result.counted == 1
+    archived = await DecisionLog(redis, settings, archive=store).get(decision_id)
+    assert archived.outcome is not None and archived.outcome.success
+    assert archived.outcome.metrics == {"pnl": 3.0}
+    assert (await Coordinator(redis, settings, store).once()).counted == 0   # learned once
+    await log.log_outcome(decision_id, success=False)           # too late, and a second one
+    await Coordinator(redis, settings, store).once()
+    reasons = {r["member"]: r["reason"] for r in await SetAside(redis, Keys(settings.namespace)).list()}
+    assert reasons[unknown] == "outcome of a decision neither in Redis nor archived"
+    assert reasons[decision_id] == "the archived decision already has an outcome (the first is kept)"
+    with pytest.raises(AlreadyRecorded):
+        await DecisionLog(redis, settings, archive=store).log_outcome(decision_id, success=False)
+    assert not await redis.exists(Keys(settings.namespace).late_outcomes())

@@ -279,7 +279,7 @@ async def test_bad_decisions_change_nothing(redis: Any, settings: Settings) -> N
         await log.log_trade_execution("te-1", action="buy", size=1, confidence=1.5)
     assert await log.query("te-1") == []
     with pytest.raises(NotFound):
-        await log.log_outcome(new_id(), success=True)
+        await log.log_outcome(new_id(), success=True, queue_unknown=False)
     with pytest.raises(InvalidId):
         await log.log_decision("te 1", "TRADE_EXECUTION")
     with pytest.raises(InvalidInput, match="quality_score"):
