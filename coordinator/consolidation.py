@@ -103,6 +103,7 @@ class Consolidator:
     async def run_pass(self, epoch: int, token: str, progress: Progress | None = None) -> PassResult:
         """Learn, promote, archive. Raises NotLeader when the lease was lost meanwhile."""
         result = PassResult()
+        await self._set_aside_wrong_types()
         await self.learn(epoch, result, progress)
         report = await self.store.promote(self.thresholds, self.share_with, epoch)
         result.promoted, result.updated, result.demoted = report.promoted, report.updated, report.demoted
@@ -138,6 +139,21 @@ class Consolidator:
             result.outcomes_seen += len(read)
             if progress:
                 progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+
+    async def _set_aside_wrong_types(self) -> None:
+        """Move aside any of the shared keys a pass reads that holds the wrong type (edited by
+        hand), so the pass goes on with a fresh one instead of failing on every tick."""
+        expected = {self.keys.outcomes(): "zset", self.keys.late_outcomes(): "hash",
+                    self.keys.agents(): "set", self.keys.decision_agents(): "set",
+                    self.keys.signal_log(): "stream"}
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for key in expected:
+                pipe.type(key)
+            found = await pipe.execute()
+        for (key, want), have in zip(expected.items(), found, strict=True):
+            if have not in ("none", want):
+                await self.set_aside.rename(key, f"a {have} where a {want} belongs")
 
     async def _learn_late(self, epoch: int, result: PassResult) -> None:
         """Record the outcomes of archived decisions in the archive and count each once; one

@@ -61,6 +61,20 @@ async def test_bad_records_are_set_aside_and_the_pass_goes_on(
     assert await SetAside(redis, keys).clear(everything=True) == len(records)
 
 
+async def test_a_shared_key_of_the_wrong_type_is_moved_aside_and_the_pass_goes_on(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    keys = Keys(settings.namespace)
+    await redis.set(keys.outcomes(), "edited by hand")
+    await redis.lpush(keys.decision_agents(), "x")
+    await Coordinator(redis, settings, store).once()
+    records = {r["key"]: r for r in await SetAside(redis, keys).list()}
+    assert records[keys.outcomes()]["reason"] == "a string where a zset belongs"
+    assert records[keys.decision_agents()]["reason"] == "a list where a set belongs"
+    assert await redis.get(records[keys.outcomes()]["moved_to"]) == "edited by hand"
+    assert not await redis.exists(keys.outcomes())
+
+
 async def test_listing_agents_skips_and_names_a_bad_registry_member(redis: Any, settings: Settings) -> None:
     keys = Keys(settings.namespace)
     await redis.sadd(keys.agents(), BAD_AGENT, "ok-agent\n")
