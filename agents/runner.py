@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
+import os
 import signal as os_signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -51,20 +55,47 @@ PERMANENT = (Permanent, InvalidInput, UnknownAgent)  # InboxFull is not: retryin
 
 
 def load_agent_class(spec: str) -> type[Agent]:
-    """Resolve a built-in agent name or ``module:Class``. Raises InvalidInput."""
+    """Resolve a built-in agent name, ``module:Class`` (a module importable from the current
+    directory too) or ``path/to/file.py:Class``. Raises InvalidInput."""
     target = BUILTIN_AGENTS.get(spec, spec)
     if ":" not in target:
         names = ", ".join(BUILTIN_AGENTS)
-        raise InvalidInput(f"unknown agent {spec!r}: use one of {names}, or module:Class")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInput(f"cannot import module {module_name!r}: {exc}") from None
+        raise InvalidInput(f"unknown agent {spec!r}: use one of {names}, module:Class or file.py:Class")
+    module_name, _, class_name = target.rpartition(":")
+    module = _load_file(module_name) if module_name.endswith(".py") else _import(module_name)
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise InvalidInput(f"{target!r} is not a hivebus Agent class")
     return cls
+
+
+def _import(module_name: str) -> Any:
+    """Import a module by name, the current directory first (where a user's own agents are)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidInput(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself failed while loading
+        raise InvalidInput(f"module {module_name!r} failed to load: {type(exc).__name__}: {exc}") from None
+
+
+def _load_file(path_text: str) -> Any:
+    """Load a module from a ``.py`` file."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise InvalidInput(f"no such file {path_text!r}")
+    spec = importlib.util.spec_from_file_location(f"hivebus_agent_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise InvalidInput(f"cannot load {path_text!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InvalidInput(f"{path_text} failed to load: {type(exc).__name__}: {exc}") from None
+    return module
 
 
 class AgentRunner:

@@ -388,8 +388,8 @@ class Bus:
         async with translate_redis_errors():
             entries = await self.redis.xrevrange(self.keys.signal_log(), count=count)
         rows = []
-        for entry_id, fields in entries:
-            rows.append({"entry": entry_id, **fields})
+        for entry_id, fields in entries:  # text that is not UTF-8 (written by hand) shown escaped
+            rows.append({"entry": entry_id, **{printable(k): printable(v) for k, v in fields.items()}})
         return rows
 
 

@@ -264,7 +264,11 @@ class DecisionLog:
         async with translate_redis_errors():
             fields = await self.redis.hgetall(self.keys.decision(decision_id))
         if fields:
-            return DecisionRecord.from_fields(fields)
+            record = _readable(fields)
+            if record is None:
+                raise InvalidInput(f"decision {decision_id} is unreadable (edited by hand?); "
+                                   f"its fields: hivebus redis-cli HGETALL {self.keys.decision(decision_id)}")
+            return record
         archived = await self.archive.archived_decision(decision_id) if self.archive else None
         if archived is None:
             raise NotFound(f"no decision {decision_id}")

@@ -1,0 +1,64 @@
+"""Issue 12, the first hour: what a new user types works or fails in one line (CLI as a
+subprocess against a real redis-server 7.0)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from coordinator.keys import Keys
+from tests.conftest import RedisServer, hivebus_argv, hivebus_env
+
+AGENT = '''
+from agents.runtime import Agent, Context, handles
+
+
+class Pinger(Agent):
+    agent_type = "pinger"
+
+    @handles("PING")
+    async def on_ping(self, signal, ctx: Context) -> None:
+        pass
+'''
+
+
+def run(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(hivebus_argv(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_agent_run_finds_a_module_in_the_current_directory_or_a_file(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "mymodule.py").write_text(AGENT)
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    for spec in ("mymodule:Pinger", "./mymodule.py:Pinger", str(tmp_path / "mymodule.py") + ":Pinger"):
+        result = run(env, tmp_path, "agent", "run", spec, "--id", "pinger-1", "--burst")
+        assert result.returncode == 0, (spec, result.stderr)
+    for spec, message in (("./missing.py:Pinger", "no such file './missing.py'"),
+                          ("./mymodule.py:Nope", "is not a hivebus Agent class"),
+                          ("nomodule:Pinger", "cannot import module 'nomodule'")):
+        result = run(env, tmp_path, "agent", "run", spec, "--id", "pinger-1", "--burst")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and message in lines[0], (spec, result.stderr)
+
+
+def test_bad_data_in_redis_is_one_line_or_shown_escaped(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    import redis as sync_redis
+
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    client: Any = sync_redis.Redis.from_url(real_server.url)
+    keys = Keys(namespace)
+    decision_id = "01KAAAAAAAAAAAAAAAAAAAAAAC"
+    client.hset(keys.decision(decision_id), mapping={"decision_id": decision_id, "agent_id": "te-1",
+                                                     "decision_type": "TRADE_EXECUTION", "timestamp": "1",
+                                                     "context": "{bad"})
+    shown = run(env, tmp_path, "decision", "show", decision_id)
+    lines = shown.stderr.strip().splitlines()
+    assert shown.returncode != 0 and len(lines) == 1 and "unreadable" in lines[0], shown.stderr
+    client.xadd(keys.signal_log(), {b"id": b"\xff\xfe", b"type": b"X"})
+    listed = run(env, tmp_path, "signals")
+    assert listed.returncode == 0 and "\\xff\\xfe" in listed.stdout, listed.stderr
+    client.close()
