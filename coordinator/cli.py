@@ -197,6 +197,19 @@ async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     return await with_redis(settings, body)
 
 
+async def cmd_agent_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus agent remove ID: deregister an agent (registry and subscriptions)."""
+
+    async def body(redis: Any) -> int:
+        info = await Registry(redis, settings).remove(args.agent_id, force=args.force)
+        subscriptions = ", ".join(info.subscriptions) or "none"
+        print(f"removed {info.agent_id} from the registry and its subscriptions ({subscriptions}); "
+              f"its inbox, dead letters and memory stay")
+        return 0
+
+    return await with_redis(settings, body)
+
+
 async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent run SPEC --id ID: run one agent in this process until SIGTERM/SIGINT."""
     from agents.runner import AgentRunner, load_agent_class, stop_on_signals
@@ -401,11 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run an agent").add_subparsers(
         dest="agent_command", required=True, parser_class=Parser)
     run = agent.add_parser("run", help="run one agent process")
-    run.add_argument("spec", help="built-in name (market-hunter, risk-manager, trade-executor) "
-                                  "or module:Class")
+    run.add_argument("spec", help="built-in name (market-hunter, risk-manager, trade-executor), "
+                                  "module:Class or path/to/file.py:Class")
     run.add_argument("--id", required=True, help="agent id; replicas share one id")
     run.add_argument("--burst", action="store_true", help="exit once the inbox is empty")
     run.set_defaults(func=cmd_agent_run)
+    remove = agent.add_parser("remove", help="deregister an agent for good (its inbox stays)")
+    remove.add_argument("agent_id")
+    remove.add_argument("--force", action="store_true", help="even with live replicas")
+    remove.set_defaults(func=cmd_agent_remove)
 
     pub = listing(sub.add_parser("publish", help="publish a signal"))
     pub.add_argument("type", help="signal type, UPPER_SNAKE_CASE")

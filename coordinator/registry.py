@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.connection import Redis, translate_redis_errors
+from coordinator.errors import InvalidInput, NotFound
 from coordinator.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
 from coordinator.models import now_s
 from coordinator.settings import Settings
@@ -152,6 +153,27 @@ class Registry:
             _, _, remaining, _ = await pipe.execute()
             if remaining == 0:
                 await self.redis.hset(self.keys.agent(agent_id), "status", "stopped")
+
+    async def remove(self, agent_id: str, *, force: bool = False) -> AgentInfo:
+        """Deregister ``agent_id`` for good: out of the registry and its subscriptions (publishing
+        to it then says it never registered). Refused while a replica is alive, unless
+        ``force``. Its inbox, dead letters and memory stay. Raises NotFound, InvalidInput."""
+        check_agent_id(agent_id)
+        info = next((a for a in await self.list_agents() if a.agent_id == agent_id), None)
+        if info is None:
+            raise NotFound(f"no registered agent {agent_id!r}")
+        alive = [i.instance_id for i in info.instances if i.alive]
+        if alive and not force:
+            raise InvalidInput(f"agent {agent_id!r} has {len(alive)} live replica(s) "
+                               f"({', '.join(alive)}): stop them first, or --force")
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.srem(self.keys.agents(), agent_id)
+            for signal_type in info.subscriptions:
+                pipe.srem(self.keys.subscribers(signal_type), agent_id)
+            pipe.delete(self.keys.agent(agent_id), self.keys.instances(agent_id))
+            await pipe.execute()
+        return info
 
     async def is_registered(self, agent_id: str) -> bool:
         """Whether ``agent_id`` has ever registered."""

@@ -62,3 +62,21 @@ def test_bad_data_in_redis_is_one_line_or_shown_escaped(
     listed = run(env, tmp_path, "signals")
     assert listed.returncode == 0 and "\\xff\\xfe" in listed.stdout, listed.stderr
     client.close()
+
+
+def test_agent_remove_deregisters_and_publishing_to_it_then_says_so(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "mymodule.py").write_text(AGENT)
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    started = run(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+    assert started.returncode == 0, started.stderr
+    assert "pinger-1" in run(env, tmp_path, "agents").stdout
+    removed = run(env, tmp_path, "agent", "remove", "pinger-1")
+    assert removed.returncode == 0 and "removed pinger-1" in removed.stdout, removed.stderr
+    assert "pinger-1" not in run(env, tmp_path, "agents").stdout
+    published = run(env, tmp_path, "publish", "PING", "--to", "pinger-1")
+    assert published.returncode != 0 and "never registered" in published.stderr
+    again = run(env, tmp_path, "agent", "remove", "pinger-1")
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode != 0 and len(lines) == 1 and "no registered agent" in lines[0]
