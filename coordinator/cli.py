@@ -36,6 +36,9 @@ CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 # --- commands that talk to Redis ------------------------------------------------------------
 
+CLI_SOURCE = "cli"
+
+
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus publish TYPE: publish one signal and print its id."""
     if not 0.0 <= args.confidence <= 1.0:
@@ -55,6 +58,8 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     async def body(redis: Any) -> int:
+        if args.source == CLI_SOURCE:  # replies to the CLI wait in its inbox, not dead letters
+            await Registry(redis, settings).register_publisher(CLI_SOURCE)
         delivered = await Bus(redis, settings).publish(
             signal, allow_unregistered=args.allow_unregistered
         )
@@ -430,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--severity", default="INFO", help="CRITICAL, HIGH, MEDIUM, LOW or INFO")
     pub.add_argument("--confidence", type=float, default=1.0, help="0..1 (default 1)")
     pub.add_argument("--data", default="{}", help="JSON object")
-    pub.add_argument("--source", default="cli", help="source agent id (default cli)")
+    pub.add_argument("--source", default=CLI_SOURCE,
+                     help="source agent id (default cli: registered as a publisher, so replies wait "
+                          "in its inbox)")
     pub.add_argument("--ttl", type=float, help="seconds until the signal expires (default 24 h)")
     pub.add_argument("--correlation-id", help="correlation id to carry")
     pub.add_argument("--allow-unregistered", action="store_true",

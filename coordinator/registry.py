@@ -131,6 +131,18 @@ class Registry:
             )
             await pipe.execute()
 
+    async def register_publisher(self, agent_id: str) -> None:
+        """Register a source that only publishes (the CLI's ``cli``), so that replies to what it
+        publishes are accepted and wait in its inbox; a real agent of that id is left as it is."""
+        agent_key = self.keys.agent(check_agent_id(agent_id))
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.sadd(self.keys.agents(), agent_id)
+            pipe.hsetnx(agent_key, "registered_at", f"{now_s():.3f}")
+            pipe.hsetnx(agent_key, "type", "publisher")
+            pipe.hsetnx(agent_key, "status", "stopped")
+            await pipe.execute()
+
     async def heartbeat(self, agent_id: str, instance: Instance) -> None:
         """Refresh ``instance``'s heartbeat key: one command, so an idle agent costs little.
 

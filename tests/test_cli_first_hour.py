@@ -80,3 +80,26 @@ def test_agent_remove_deregisters_and_publishing_to_it_then_says_so(
     again = run(env, tmp_path, "agent", "remove", "pinger-1")
     lines = again.stderr.strip().splitlines()
     assert again.returncode != 0 and len(lines) == 1 and "no registered agent" in lines[0]
+
+
+def test_the_readmes_pinger_answers_a_cli_publish_without_a_dead_letter(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """The README's flow: the Pinger replies PONG to the signal's source, the CLI; the reply
+    waits in the CLI's inbox instead of dead-lettering the PING."""
+    reply = '        await ctx.publish("PONG", to=[signal.source_agent], data={"seen": signal.data})'
+    (tmp_path / "mymodule.py").write_text(AGENT.replace("        pass", reply))
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    started = run(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+    assert started.returncode == 0, started.stderr
+    published = run(env, tmp_path, "publish", "PING", "--to", "pinger-1", "--data", '{"n": 1}')
+    assert published.returncode == 0, published.stderr
+    handled = run(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+    assert handled.returncode == 0, handled.stderr
+    shown = run(env, tmp_path, "signal", "show", published.stdout.strip(), "--json")
+    import json
+
+    assert json.loads(shown.stdout)["status"]["pinger-1"]["status"] == "PROCESSED"
+    assert "(none)" in run(env, tmp_path, "dlq", "list", "pinger-1").stdout
+    replies = run(env, tmp_path, "redis-cli", "XLEN", Keys(namespace).inbox("cli"))
+    assert replies.stdout.strip() == "1", (replies.stdout, replies.stderr)
