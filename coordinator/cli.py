@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 
@@ -23,13 +23,13 @@ from coordinator.cli_common import Parser, fail, listing, positive_int, with_red
 from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, open_sync_client, redis_endpoint
-from coordinator.errors import HivebusError, InvalidInput
+from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable
 from coordinator.logs import configure_logging
 from coordinator.managed_redis import find_binaries
 from coordinator.models import Signal, parse_json_object, parse_severity
 from coordinator.output import ago, clock, print_json, print_table
 from coordinator.registry import Registry
-from coordinator.settings import Settings, load_settings
+from coordinator.settings import Settings, load_settings, redact_url
 
 CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -365,30 +365,40 @@ async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def redis_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis."""
+def redis_cli(cli_args: Sequence[str], settings: Settings) -> int:
+    """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis, every argument
+    passed through as given; user and password from the URL (the password through the
+    environment, never on the command line); its exit code returned."""
     import subprocess
 
     cli = find_binaries().cli
     with redis_endpoint(settings) as url:
         parts = urlsplit(url)
         env = dict(os.environ)
+        connect: list[str] = []
+        if parts.scheme == "unix":
+            connect = ["-s", parts.path]
+        else:
+            try:
+                port = parts.port
+            except ValueError as exc:
+                raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
+            connect = ["-h", parts.hostname or "localhost", "-p", str(port or 6379)]
+            database = parts.path.strip("/")
+            if database.isdigit():
+                connect += ["-n", database]
+        if parts.username:
+            connect += ["--user", unquote(parts.username)]
         if parts.password:
-            env["REDISCLI_AUTH"] = parts.password
-            host = parts.hostname or "localhost"
-            netloc = f"{parts.username + '@' if parts.username else ''}{host}"
-            if parts.port:
-                netloc += f":{parts.port}"
-            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        tls: list[str] = []
-        if url.startswith("rediss://"):
-            tls = ["--tls"]
+            env["REDISCLI_AUTH"] = unquote(parts.password)
+        if parts.scheme == "rediss":
+            connect.append("--tls")
             for flag, path in (("--cacert", settings.redis_tls_ca_file),
                                ("--cert", settings.redis_tls_cert_file),
                                ("--key", settings.redis_tls_key_file)):
                 if path is not None:
-                    tls += [flag, str(path)]
-        return subprocess.call([cli, *tls, "-u", url, *args.cli_args], env=env)
+                    connect += [flag, str(path)]
+        return subprocess.call([cli, *connect, *cli_args], env=env)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -513,15 +523,18 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``hivebus`` console script."""
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["redis-cli"]:  # everything after it is redis-cli's, unparsed
+        try:
+            raise SystemExit(redis_cli(given[1:], load_settings()))
+        except HivebusError as exc:
+            fail(str(exc), 1)
+    args = build_parser().parse_args(given)
     try:
         settings = load_settings()
         configure_logging(settings)
-        if args.command == "redis-cli":
-            code = redis_cli(args, settings)
-        else:
-            func: CommandFn = args.func
-            code = anyio.run(func, args, settings)
+        func: CommandFn = args.func
+        code = anyio.run(func, args, settings)
     except HivebusError as exc:
         fail(str(exc), 1)
     except BaseExceptionGroup as group:  # raised inside a task group (agent run, coordinator)

@@ -103,3 +103,37 @@ def test_the_readmes_pinger_answers_a_cli_publish_without_a_dead_letter(
     assert "(none)" in run(env, tmp_path, "dlq", "list", "pinger-1").stdout
     replies = run(env, tmp_path, "redis-cli", "XLEN", Keys(namespace).inbox("cli"))
     assert replies.stdout.strip() == "1", (replies.stdout, replies.stderr)
+
+
+def test_redis_cli_passes_every_argument_through_as_the_urls_user(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """`hivebus redis-cli --scan --pattern …`, `--raw`, `-n` reach redis-cli unparsed; a URL with
+    user:password connects as that user (password through the environment, never in argv);
+    redis-cli's exit code comes back."""
+    import redis as sync_redis
+
+    client: Any = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
+    keys = Keys(namespace)
+    client.set(f"{keys.prefix}probe", "value")
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    scanned = run(env, tmp_path, "redis-cli", "--scan", "--pattern", f"{keys.prefix}pro*")
+    assert scanned.returncode == 0 and scanned.stdout.split() == [f"{keys.prefix}probe"], scanned.stderr
+    assert run(env, tmp_path, "redis-cli", "--raw", "GET", f"{keys.prefix}probe").stdout == "value\n"
+    user = f"hb-{namespace}"
+    client.execute_command("ACL", "SETUSER", user, "on", ">s3cret:pw", "~*", "+@all")
+    try:
+        port = real_server.url.rsplit(":", 1)[1].split("/")[0]
+        as_user = hivebus_env(f"redis://{user}:s3cret%3Apw@127.0.0.1:{port}/0", namespace,
+                              HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+        whoami = run(as_user, tmp_path, "redis-cli", "ACL", "WHOAMI")
+        assert whoami.stdout.strip() == user, (whoami.stdout, whoami.stderr)
+        wrong = hivebus_env(f"redis://{user}:nope@127.0.0.1:{port}/0", namespace,
+                            HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+        refused = run(wrong, tmp_path, "redis-cli", "ACL", "WHOAMI")
+        assert "WRONGPASS" in refused.stdout + refused.stderr and "nope" not in refused.stdout
+    finally:
+        client.execute_command("ACL", "DELUSER", user)
+    bad_flag = run(env, tmp_path, "redis-cli", "--no-such-flag")
+    assert bad_flag.returncode != 0
+    client.close()
