@@ -311,6 +311,52 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     return await with_redis(settings, body)
 
 
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
+    from coordinator.keys import Keys
+    from coordinator.store import SQLiteStore
+
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
+            keys = Keys(settings.namespace)
+            server, memory = await redis.info("server"), await redis.info("memory")
+            holder, epoch = await redis.get(keys.lease()), await redis.get(keys.epoch())
+            registry = Registry(redis, settings)
+            agents = await registry.list_agents()
+    store: dict[str, Any] = {"path": str(settings.store_path), "exists": settings.store_path.exists()}
+    if store["exists"]:
+        opened = await SQLiteStore.open(settings.store_path)
+        try:
+            store["highest_epoch"] = await opened.highest_epoch()
+            store["archived_decisions"] = await opened.count_archived()
+        finally:
+            await opened.close()
+    status: dict[str, Any] = {
+        "redis": {"url": redact_url(url), "managed": settings.redis_url is None,
+                  "server": server.get("server_name", "redis"),
+                  "version": server.get("valkey_version", server.get("redis_version")),
+                  "maxmemory": int(memory.get("maxmemory", 0)),
+                  "maxmemory_policy": memory.get("maxmemory_policy")},
+        "namespace": settings.namespace,
+        "coordinator": {"leader": holder, "epoch": int(epoch) if str(epoch or "").isdigit() else None},
+        "store": store,
+        "agents": {"registered": len(agents), "alive": sum(1 for a in agents if a.alive)},
+    }
+    if args.json:
+        print_json(status)
+        return 0
+    r = status["redis"]
+    print(f"redis        {r['url']} ({'managed by hivebus' if r['managed'] else 'configured'}): "
+          f"{r['server']} {r['version']}, maxmemory {r['maxmemory']} ({r['maxmemory_policy']})")
+    print(f"namespace    {settings.namespace}")
+    print(f"coordinator  {holder or 'none leads'}; epoch {status['coordinator']['epoch'] or 0}")
+    print(f"store        {store['path']}" + (
+        f": highest epoch {store['highest_epoch']}, {store['archived_decisions']} archived decision(s)"
+        if store["exists"] else " (not created yet: the coordinator creates it)"))
+    print(f"agents       {status['agents']['registered']} registered, {status['agents']['alive']} alive")
+    return 0
+
+
 def _seconds(text: str | None) -> float:
     try:
         return float(text or 0)
@@ -510,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     reset = sub.add_parser("reset", help="delete every key of the namespace (start fresh)")
     reset.add_argument("--yes", action="store_true", help="yes, delete them")
     reset.set_defaults(func=cmd_reset)
+    status = listing(sub.add_parser("status", help="the Redis in use, the coordinator, the store"))
+    status.set_defaults(func=cmd_status)
+
     rcli = sub.add_parser("redis-cli", help="open redis-cli on the Redis hivebus uses")
     rcli.add_argument("cli_args", nargs=argparse.REMAINDER, help="arguments for redis-cli")
     rcli.set_defaults(func=None)

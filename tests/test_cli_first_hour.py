@@ -137,3 +137,22 @@ def test_redis_cli_passes_every_argument_through_as_the_urls_user(
     bad_flag = run(env, tmp_path, "redis-cli", "--no-such-flag")
     assert bad_flag.returncode != 0
     client.close()
+
+
+def test_status_shows_the_redis_the_coordinator_and_the_store(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    import json
+
+    port = real_server.url.rsplit(":", 1)[1].split("/")[0]
+    env = hivebus_env(f"redis://:hunter2@127.0.0.1:{port}/0", namespace,
+                      HIVEBUS_HOME=str(tmp_path / ".hivebus"), HIVEBUS_STORE=str(tmp_path / "ltm.sqlite3"))
+    before = json.loads(run(env, tmp_path, "status", "--json").stdout)
+    assert before["redis"]["url"] == f"redis://:***@127.0.0.1:{port}/0" and not before["redis"]["managed"]
+    assert before["redis"]["version"] and before["redis"]["maxmemory_policy"]
+    assert before["store"] == {"path": str(tmp_path / "ltm.sqlite3"), "exists": False}
+    assert run(env, tmp_path, "coordinator", "--once").returncode == 0
+    after = json.loads(run(env, tmp_path, "status", "--json").stdout)
+    assert after["store"]["exists"] and after["store"]["highest_epoch"] >= 1
+    table = run(env, tmp_path, "status")
+    assert "hunter2" not in table.stdout + table.stderr and "coordinator" in table.stdout
