@@ -154,6 +154,19 @@ async def _poll(predicate: Any, limit_s: float, what: str, desk: Desk) -> None:
     raise HivebusError(f"timed out after {limit_s:.0f}s waiting for {what}")
 
 
+async def _name_foreign_subscribers(registry: Registry) -> None:
+    """Say which agents outside the desk subscribe to its signal types (they receive its
+    signals; the demo does not wait for them)."""
+    agents = await registry.list_agents()
+    desk_types = {t for a in agents if a.agent_id in AGENTS for t in a.subscriptions}
+    foreign = sorted(a.agent_id for a in agents
+                     if a.agent_id not in AGENTS and set(a.subscriptions) & desk_types)
+    if foreign:
+        print(f"note      {', '.join(foreign)} also subscribe(s) to the desk's signal types and "
+              f"receive(s) its signals; the demo does not wait for them (remove one with "
+              f"'hivebus agent remove ID', or run the demo under another HIVEBUS_NAMESPACE)", flush=True)
+
+
 class Settler:
     """Follows the signal log and says when every signal so far has settled for every target."""
 
@@ -169,7 +182,8 @@ class Settler:
         for entry_id, fields in entries:
             self.cursor = entry_id
             self.seen.append(fields["id"])
-            self.open[fields["id"]] = [t for t in fields.get("to", "").split(",") if t]
+            # the desk's own agents only: an agent someone else started is not waited for
+            self.open[fields["id"]] = [t for t in fields.get("to", "").split(",") if t in AGENTS]
         return bool(entries)
 
     async def settled(self) -> bool:
@@ -199,6 +213,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
         return all(agent_id in agents and agents[agent_id].alive for agent_id in AGENTS)
 
     await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
+    await _name_foreign_subscribers(registry)
     report = await Report.begin(redis, settings, seed, cycles)
     last = await redis.xrevrange(keys.signal_log(), count=1)
     settler = Settler(bus, last[0][0] if last else "0-0")

@@ -123,7 +123,7 @@ class Report:
         for (_, target), status in zip(pairs, await bus.statuses(pairs), strict=True):
             counts = self.statuses.setdefault(target, {})
             counts[status.value] = counts.get(status.value, 0) + 1
-            self.unsettled += status not in TERMINAL_STATUSES
+            self.unsettled += status not in TERMINAL_STATUSES and target in AGENTS  # not foreign ones
         await self._measure_latencies(redis, settings, records)
         states = StateStore(redis, settings)
         executor = await states.load("trade-executor")
@@ -165,6 +165,8 @@ class Report:
             for i in members[n]:
                 signal_id, record = self.signal_ids[i], records[i]
                 for target in record["to"] if record else {}:
+                    if target not in AGENTS:
+                        continue  # an agent outside the desk: not waited for, not timed
                     at = settled.get((signal_id, target))
                     if at is None:
                         complete = False

@@ -115,6 +115,19 @@ def test_chaos_run_loses_nothing(tmp_path: Path, namespace: str) -> None:
     assert re.search(r"trade-executor\s+\d+\s+0\s+0\s+0\s+0", report)  # nothing dead/expired/pending
 
 
+def test_demo_names_foreign_subscribers_and_does_not_wait_for_them(tmp_path: Path, namespace: str) -> None:
+    """Issue 12: an agent started by hand (the README's flow) stays subscribed to MARKET_TICK; a
+    later demo in the same place names it with a hint and finishes without waiting for it."""
+    env = hivebus_env(None, namespace)
+    demo(tmp_path, env, "--cycles", "3", "--fresh")
+    by_hand = subprocess.run(hivebus_argv("agent", "run", "market-hunter", "--id", "mh-by-hand", "--burst"),
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert by_hand.returncode == 0, by_hand.stderr
+    report = demo(tmp_path, env, "--cycles", "5")
+    assert "mh-by-hand also subscribe(s) to the desk's signal types" in report
+    assert "hivebus agent remove ID" in report
+
+
 def test_planted_rules_hold_in_the_simulator() -> None:
     """The README's claim about the simulator: the planted setup rises well above half the time."""
     market = MarketSimulator(7)
