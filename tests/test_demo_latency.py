@@ -28,27 +28,29 @@ async def settle_all(bus: Bus, agent_id: str) -> list[str]:
 
 async def test_tick_latency_follows_correlation_ids_then_windows(redis: Any, settings: Settings) -> None:
     bus = Bus(redis, settings)
-    for agent_id, subs in (("hunter", ("MARKET_TICK",)), ("executor", ("MARKET_TICK", "WHALE_ACTIVITY"))):
+    for agent_id, subs in (("market-hunter", ("MARKET_TICK",)),
+                           ("trade-executor", ("MARKET_TICK", "WHALE_ACTIVITY"))):
         await Registry(redis, settings).register(agent_id, Instance.here(agent_id), agent_type="test",
                                                  subscriptions=subs, version="1")
         await bus.ensure_group(agent_id)
     tick1 = Signal.create("MARKET_TICK", "feed")
     tick2 = Signal.create("MARKET_TICK", "feed")
     # caused by tick1 but logged while tick2 was awaited: its correlation id decides
-    whale = Signal.create("WHALE_ACTIVITY", "hunter", correlation_id=tick1.signal_id,
+    whale = Signal.create("WHALE_ACTIVITY", "market-hunter", correlation_id=tick1.signal_id,
                           causation_id=tick1.signal_id)
     # its inbox entry (where its correlation id is read) is gone: counted with the tick it was
     # logged under
-    note = Signal.create("NOTE", "hunter", targets=["executor"], correlation_id=tick1.signal_id)
-    tick3 = Signal.create("MARKET_TICK", "feed", targets=["hunter"])
+    note = Signal.create("NOTE", "market-hunter", targets=["trade-executor"],
+                         correlation_id=tick1.signal_id)
+    tick3 = Signal.create("MARKET_TICK", "feed", targets=["market-hunter"])
     entries = [await bus.publish(signal) for signal in (tick1, tick2, whale, note, tick3)]
-    await settle_all(bus, "executor")
-    await redis.xdel(Keys(settings.namespace).inbox("executor"), entries[3]["executor"])
+    await settle_all(bus, "trade-executor")
+    await redis.xdel(Keys(settings.namespace).inbox("trade-executor"), entries[3]["trade-executor"])
     before_hunter = time.time() * 1000
-    await settle_all(bus, "hunter")  # tick3 too, but its copy for nobody else: settled in all
+    await settle_all(bus, "market-hunter")  # tick3 too, but its copy for nobody else: settled in all
     after_hunter = time.time() * 1000
-    await bus.ensure_group("late")
-    untouched = Signal.create("MARKET_TICK", "feed", targets=["late"])
+    await bus.ensure_group("risk-manager")
+    untouched = Signal.create("MARKET_TICK", "feed", targets=["risk-manager"])
     await bus.publish(untouched, allow_unregistered=True)  # never settled
 
     report = Report(seed=0, cycles=4, started_at=0.0)
@@ -63,12 +65,13 @@ async def test_tick_latency_follows_correlation_ids_then_windows(redis: Any, set
     assert (report.by_correlation, report.by_window) == (1, 1)
     first, second, third = report.latencies
     assert (first.run_tick, first.signals, second.signals, third.signals) == (1, 2, 2, 1)
-    assert set(first.by_agent) == {"hunter", "executor"} and set(third.by_agent) == {"hunter"}
+    assert set(first.by_agent) == {"market-hunter", "trade-executor"}
+    assert set(third.by_agent) == {"market-hunter"}
     for row in report.latencies:
         assert row.total_ms == max(row.by_agent.values())
         assert 1000 <= row.total_ms < 1000 + 60_000
     # the ledger's settle time, not a time the report took itself
-    assert before_hunter - 1 <= first.by_agent["hunter"] + published[0] <= after_hunter + 1
+    assert before_hunter - 1 <= first.by_agent["market-hunter"] + published[0] <= after_hunter + 1
 
 
 def test_percentile_and_windows() -> None:
