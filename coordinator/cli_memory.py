@@ -58,17 +58,28 @@ async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int
             return 0
         print("snapshots (newest first):")
         print_table([{"snapshot_id": s["snapshot_id"], "type": s["state_type"],
-                      "created": clock(s["created_at"]), "cycle": s["state"].get("current_cycle"),
+                      "created": _when(s["created_at"]), "cycle": s["state"].get("current_cycle"),
                       "version": s["state"].get("version"), "label": s.get("label", "")}
-                     for s in snapshots],
+                     for s in snapshots if "unreadable" not in s],
                     ["snapshot_id", "type", "created", "cycle", "version", "label"])
         print("\nconfiguration changes (newest first):")
-        print_table([{"at": clock(c["at"]), "version": c["version"], "from": _compact(c["from"], 40),
-                      "to": _compact(c["to"], 40), "reason": c["reason"]} for c in changes],
+        print_table([{"at": _when(c["at"]), "version": c["version"], "from": _compact(c["from"], 40),
+                      "to": _compact(c["to"], 40), "reason": c["reason"]}
+                     for c in changes if "unreadable" not in c],
                     ["at", "version", "from", "to", "reason"])
+        unreadable = sum(1 for item in [*snapshots, *changes] if "unreadable" in item)
+        if unreadable:
+            print(f"\n{unreadable} entr(y/ies) edited by hand into nonsense left out (--json shows them)")
         return 0
 
     return await with_redis(settings, body)
+
+
+def _when(value: Any) -> str:
+    try:
+        return clock(float(value))
+    except (TypeError, ValueError):
+        return str(value)
 
 
 async def cmd_state_checkpoint(args: argparse.Namespace, settings: Settings) -> int:

@@ -65,13 +65,18 @@ return ARGV[1]
 ROLLBACK = r"""
 local target = nil
 for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  local snap = cjson.decode(raw)
-  if snap.snapshot_id == ARGV[1] then target = snap; break end
+  local ok, snap = pcall(cjson.decode, raw)  -- a snapshot edited into nonsense is passed over
+  if ok and type(snap) == 'table' and snap.snapshot_id == ARGV[1] and type(snap.state) == 'table' then
+    target = snap; break
+  end
 end
 if not target then return redis.error_reply('UNKNOWN_SNAPSHOT') end
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-local old = redis.call('HGET', KEYS[1], 'configuration') or '{}'
 local state = target.state
+-- a CURRENT state edited into nonsense is replaced: its version counts if readable
+local current = math.max(tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0,
+  tonumber(state.version) or 0)
+local old = redis.call('HGET', KEYS[1], 'configuration') or '{}'
+if not pcall(cjson.decode, old) then old = '{}' end
 state.version = tostring(current + 1)
 state.state_type = 'CURRENT'
 state.updated_at = ARGV[3]
@@ -177,7 +182,16 @@ class StateStore:
         """The CURRENT state of ``agent_id``, or None if it never saved one."""
         async with translate_redis_errors():
             fields = await self.redis.hgetall(self.keys.state(agent_id))
-        return AgentState.from_fields(fields) if fields else None
+        if not fields:
+            return None
+        try:
+            return AgentState.from_fields(fields)
+        except InvalidInput as exc:
+            key = self.keys.state(agent_id)
+            raise InvalidInput(
+                f"the state of {agent_id} ({key}) is unreadable, edited by hand? ({exc}); roll it "
+                f"back to a snapshot ('hivebus state history {agent_id}', then 'hivebus state "
+                f"rollback {agent_id} <snapshot_id>') or delete the key to start afresh") from None
 
     async def save(self, state: AgentState, *, reason: str = "") -> AgentState:
         """Write ``state`` if ``state.version`` is still the stored one; return the new state.
@@ -229,7 +243,7 @@ class StateStore:
         """The kept snapshots, newest first, each with its decoded state."""
         async with translate_redis_errors():
             raw = await self.redis.lrange(self.keys.snapshots(agent_id), 0, -1)
-        return [json.loads(item) for item in raw]
+        return _readable(raw, ("snapshot_id", "state_type", "created_at", "state"))
 
     async def rollback(self, agent_id: str, snapshot_id: str) -> AgentState:
         """Make snapshot ``snapshot_id`` the CURRENT state (new version) and record a ROLLBACK.
@@ -260,4 +274,23 @@ class StateStore:
         """Configuration changes, newest first: from, to, reason, at, version."""
         async with translate_redis_errors():
             raw = await self.redis.lrange(self.keys.config_history(agent_id), 0, -1)
-        return [json.loads(item) for item in raw]
+        return _readable(raw, ("from", "to", "reason", "at", "version"))
+
+
+def _readable(raw: list[str], needed: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Decode JSON list items; one edited by hand into nonsense becomes ``{"unreadable": …}``
+    (its text, escaped and cut short) instead of failing the whole read."""
+    from coordinator.bus import printable
+
+    items: list[dict[str, Any]] = []
+    for text in raw:
+        try:
+            item = json.loads(text)
+        except ValueError:
+            item = None
+        if isinstance(item, dict) and all(name in item for name in needed) and (
+                "state" not in needed or isinstance(item["state"], dict)):
+            items.append(item)
+        else:
+            items.append({"unreadable": printable(text)[:200]})
+    return items

@@ -156,3 +156,33 @@ def test_status_shows_the_redis_the_coordinator_and_the_store(
     assert after["store"]["exists"] and after["store"]["highest_epoch"] >= 1
     table = run(env, tmp_path, "status")
     assert "hunter2" not in table.stdout + table.stderr and "coordinator" in table.stdout
+
+
+def test_a_corrupt_state_is_named_and_a_snapshot_brings_the_agent_back(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """An agent whose state hash was edited into nonsense refuses to start with one line naming
+    the key and the way back; `state history` shows what is readable (a bad snapshot left out);
+    `state rollback` to a good snapshot works over the corrupt state; the agent starts again."""
+    import json
+
+    import redis as sync_redis
+
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    client: Any = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
+    keys = Keys(namespace)
+    assert run(env, tmp_path, "agent", "run", "market-hunter", "--id", "mh-9", "--burst").returncode == 0
+    snapshot_id = run(env, tmp_path, "state", "checkpoint", "mh-9").stdout.split()[-1]
+    client.hset(keys.state("mh-9"), mapping={"version": "notanumber", "current_cycle": "x"})
+    client.lpush(keys.snapshots("mh-9"), "{bad")
+    refused = run(env, tmp_path, "agent", "run", "market-hunter", "--id", "mh-9", "--burst")
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode != 0 and keys.state("mh-9") in lines[-1] and "rollback" in lines[-1]
+    history = run(env, tmp_path, "state", "history", "mh-9")
+    assert history.returncode == 0 and snapshot_id in history.stdout and "left out" in history.stdout
+    listed = json.loads(run(env, tmp_path, "state", "history", "mh-9", "--json").stdout)["snapshots"]
+    assert listed[0] == {"unreadable": "{bad"}
+    rolled = run(env, tmp_path, "state", "rollback", "mh-9", snapshot_id)
+    assert rolled.returncode == 0, rolled.stderr
+    assert run(env, tmp_path, "agent", "run", "market-hunter", "--id", "mh-9", "--burst").returncode == 0
+    client.close()
