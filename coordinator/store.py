@@ -133,8 +133,13 @@ class SQLiteStore:
     # --- opening -------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: Path, *, max_version: int = SCHEMA_VERSION) -> SQLiteStore:
-        """Open (creating 0600 if missing) and migrate. Raises StoreError for a corrupt file."""
-        return await anyio.to_thread.run_sync(cls._open_sync, Path(path), max_version)
+        """Open (creating 0600 if missing) and migrate. Raises StoreError for a corrupt file, or
+        one that cannot be created or opened (a read-only file system, no permission)."""
+        try:
+            return await anyio.to_thread.run_sync(cls._open_sync, Path(path), max_version)
+        except OSError as exc:
+            raise StoreError(f"the store {path} cannot be opened: {exc.strerror or exc}; make its folder "
+                             "writable or point HIVEBUS_STORE elsewhere") from None
 
     @classmethod
     def _open_sync(cls, path: Path, max_version: int) -> SQLiteStore:

@@ -186,3 +186,16 @@ def test_a_corrupt_state_is_named_and_a_snapshot_brings_the_agent_back(
     assert rolled.returncode == 0, rolled.stderr
     assert run(env, tmp_path, "agent", "run", "market-hunter", "--id", "mh-9", "--burst").returncode == 0
     client.close()
+
+
+def test_a_store_that_cannot_be_created_is_one_line(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """A store path that cannot be created (here: under a file; a read-only file system fails the
+    same way) stops the coordinator with one line, not an OSError traceback."""
+    (tmp_path / "afile").write_text("")
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"),
+                      HIVEBUS_STORE=str(tmp_path / "afile" / "ltm.sqlite3"))
+    result = run(env, tmp_path, "coordinator", "--once")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "cannot be opened" in lines[0], result.stderr
