@@ -1,0 +1,87 @@
+"""Issue 12, do-item 7 (the wire format): a client made only of raw redis-cli commands, written
+from the README's "Wire format" section, publishes to a hivebus agent and consumes as an agent
+of its own; `hivebus signal show` reports both as hivebus's own clients would be reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from coordinator import scripts
+from coordinator.ids import new_id
+from coordinator.keys import Keys
+from coordinator.managed_redis import find_binaries
+from tests.conftest import RedisServer, hivebus_argv, hivebus_env
+from tests.test_cli_first_hour import AGENT
+
+
+class RedisCli:
+    """The foreign client: redis-cli, nothing else."""
+
+    def __init__(self, url: str) -> None:
+        self.binary, self.url = find_binaries().cli, url
+
+    def __call__(self, *args: str) -> list[str]:
+        result = subprocess.run([self.binary, "-u", self.url, "--raw", *args], capture_output=True,
+                                text=True, timeout=30, check=True)
+        assert "ERR" not in result.stdout[:3], result.stdout
+        return result.stdout.splitlines()
+
+
+def hivebus(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(hivebus_argv(*args), env=env, cwd=cwd, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, (args, result.stderr)
+    return result
+
+
+def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    cli, keys = RedisCli(real_server.url), Keys(namespace)
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    (tmp_path / "mymodule.py").write_text(AGENT)
+    hivebus(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+
+    # --- publishing: the PUBLISH script, its KEYS and ARGV as documented -------------------
+    signal_id, now = new_id(), round(time.time(), 3)
+    fields = ["id", signal_id, "type", "PING", "source", "outsider", "targets", "pinger-1",
+              "severity", "HIGH", "confidence", "0.9", "data", '{"n":1}',
+              "created_at", repr(now), "expires_at", repr(now + 3600)]
+    publish_keys = [keys.signal_log(), keys.agents(), keys.inbox("pinger-1"), keys.pending("pinger-1"),
+                    keys.done("pinger-1"), keys.signal(signal_id), keys.agent("outsider")]
+    document = {"t": ["pinger-1"], "y": [], "s": ["outsider"], "b": [[3_600_000, [1], 1, 1, fields]]}
+    sha = cli("SCRIPT", "LOAD", scripts.PUBLISH)[0]
+    cli("EVALSHA", sha, str(len(publish_keys)), *publish_keys, "100000", "100000", "0",
+        json.dumps(document))
+    hivebus(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+    shown = json.loads(hivebus(env, tmp_path, "signal", "show", signal_id, "--json").stdout)
+    assert (shown["signal_type"], shown["source_agent"], shown["severity"], shown["data"]) == (
+        "PING", "outsider", "HIGH", {"n": 1})
+    assert shown["status"]["pinger-1"]["status"] == "PROCESSED"
+
+    # --- consuming: register, read with XREADGROUP, settle with the SETTLE script ----------
+    agent, consumer = "outsider", "outsider-1"
+    cli("SADD", keys.agents(), agent)
+    cli("HSET", keys.agent(agent), "type", "foreign", "status", "active", "subscriptions", "")
+    cli("HSET", keys.instances(agent), consumer,
+        json.dumps({"host": "elsewhere", "pid": 1, "started_at": now}))
+    cli("SET", keys.heartbeat(agent, consumer), repr(now), "PX", "60000")
+    cli("XGROUP", "CREATE", keys.inbox(agent), agent, "0", "MKSTREAM")
+    sent = hivebus(env, tmp_path, "publish", "PONG", "--to", agent, "--data", '{"n": 2}').stdout.strip()
+    read = cli("XREADGROUP", "GROUP", agent, consumer, "COUNT", "10", "STREAMS", keys.inbox(agent), ">")
+    entry = read[1]  # --raw: the stream's name, then the entry id, then field, value, …
+    assert read[read.index("id") + 1] == sent
+    settle_keys = [keys.inbox(agent), keys.pending(agent), keys.done(agent), keys.status(agent),
+                   keys.retries(agent), keys.dead_letters(agent), keys.agent(agent)]
+    payload = {"g": agent, "c": consumer, "now": int(time.time() * 1000), "keep": 86_400_000,
+               "dlq": 100_000, "max": 5, "base": 500, "cap": 60_000, "retain": 100_000,
+               "lo": entry, "hi": entry, "e": [[entry, sent, "PROCESSED", "", "", 0.5, 0, []]]}
+    settled = cli("EVAL", scripts.SETTLE, str(len(settle_keys)), *settle_keys, json.dumps(payload))
+    assert settled[:5] == ["1", "0", "0", "0", "0"]  # processed, failed, dead, superseded, duplicate
+    shown = json.loads(hivebus(env, tmp_path, "signal", "show", sent, "--json").stdout)
+    assert shown["status"][agent]["status"] == "PROCESSED"
+    listed = {a["agent_id"]: a for a in json.loads(hivebus(env, tmp_path, "agents", "--json").stdout)}
+    assert listed[agent]["counters"]["processed"] == 1
