@@ -44,7 +44,8 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     if not 0.0 <= args.confidence <= 1.0:
         raise InvalidInput(f"--confidence must be between 0 and 1, got {args.confidence}")
     if args.ttl is not None and not 0 < args.ttl <= 30 * 86400:
-        raise InvalidInput(f"--ttl must be between 0 and 30 days in seconds, got {args.ttl}")
+        raise InvalidInput(f"--ttl must be more than 0 and at most 30 days (2592000) in seconds, "
+                           f"got {args.ttl:g}")
     targets = [t.strip() for t in (args.to or "").split(",") if t.strip()]
     signal = Signal.create(
         args.type,

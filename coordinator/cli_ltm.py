@@ -159,14 +159,14 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
                 from coordinator.errors import InvalidInput
 
                 raise InvalidInput(f"--steps is not valid JSON: {exc.msg}") from None
-            params = parse_json_object(args.params) if args.params else {}
+            params = parse_json_object(args.params, "--params") if args.params else {}
             version = await memory.store_procedure(args.procedure_id, steps, parameters=params,
                                                    category=args.category)
             result = {"procedure_id": args.procedure_id, "version": version}
         elif action == "show":
             result = await memory.get(args.procedure_id)
         elif action == "run":
-            params = parse_json_object(args.params) if args.params else {}
+            params = parse_json_object(args.params, "--params") if args.params else {}
             result = await memory.execute(args.procedure_id, params)
         elif action == "history":
             result = await memory.history(args.procedure_id)

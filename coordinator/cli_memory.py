@@ -255,7 +255,7 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
     """hivebus decision outcome ID --success|--failure: attach a decision's outcome (once)."""
     from coordinator.models import parse_json_object
 
-    metrics = parse_json_object(args.metrics) if args.metrics else {}
+    metrics = parse_json_object(args.metrics, "--metrics") if args.metrics else {}
 
     async def body(redis: Any) -> int:
         async with _archive(settings) as archive:  # an archived decision's outcome is queued

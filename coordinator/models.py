@@ -213,12 +213,13 @@ def parse_severity(text: str) -> Severity:
         raise InvalidInput(f"unknown severity {text!r}: choose one of {choices}") from None
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """Parse ``text`` as a JSON object; raise InvalidInput if it is not one."""
+def parse_json_object(text: str, option: str = "--data") -> dict[str, Any]:
+    """Parse ``text`` (given as ``option``) as a JSON object; raise InvalidInput naming the
+    option if it is not one."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raise InvalidInput(f"{option} is not valid JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(value, dict):
-        raise InvalidInput("--data must be a JSON object, e.g. '{\"amount_btc\": 1500}'")
+        raise InvalidInput(f"{option} must be a JSON object, e.g. '{{\"amount_btc\": 1500}}'")
     return value

@@ -199,3 +199,18 @@ def test_a_store_that_cannot_be_created_is_one_line(
     result = run(env, tmp_path, "coordinator", "--once")
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and "cannot be opened" in lines[0], result.stderr
+
+
+def test_errors_name_the_option_that_was_wrong(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    for args, expected in (
+        (["decision", "outcome", "01KAAAAAAAAAAAAAAAAAAAAAAD", "--success", "--metrics", "notjson"],
+         "--metrics is not valid JSON"),
+        (["publish", "PING", "--ttl", "0", "--allow-unregistered"], "--ttl must be more than 0"),
+        (["publish", "PING", "--data", "[1]"], "--data must be a JSON object"),
+    ):
+        result = run(env, tmp_path, *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and expected in lines[0], (args, result.stderr)
