@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ async def cmd_pattern_show(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{name:<13}{value}")
         print(f"{'successes':<13}{p.successes}")
         print(f"{'updated':<13}{clock(p.updated_at)}")
-        print(f"{'data':<13}{p.data}")
+        print(f"{'data':<13}{json.dumps(p.data, sort_keys=True)}")
         newest = p.evidence[-1] if p.evidence else "-"
         print(f"{'evidence':<13}{len(p.evidence)} decision(s), newest {newest}")
         return 0
@@ -151,8 +152,6 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
                             ["procedure_id", "category", "version", "steps", "successes", "failures"])
                 return 0
         elif action == "add":
-            import json
-
             try:
                 steps = json.loads(args.steps)
             except json.JSONDecodeError as exc:
@@ -222,8 +221,8 @@ def add_knowledge_commands(sub: Any) -> None:
                      help='JSON list, e.g. \'[{"step": "set", "params": {"capital": 1000}}]\'')
     add.add_argument("--params", help="default parameters, a JSON object")
     add.add_argument("--category", default="general")
-    for name in ("show", "history"):
-        p = procedures.add_parser(name, help=f"{name} a procedure")
+    for name in ("show", "history"):  # they print JSON; --json is taken too, as everywhere
+        p = listing(procedures.add_parser(name, help=f"{name} a procedure"))
         p.add_argument("procedure_id")
     run = procedures.add_parser("run", help="execute a procedure and record its stats")
     run.add_argument("procedure_id")

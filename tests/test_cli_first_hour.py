@@ -214,3 +214,19 @@ def test_errors_name_the_option_that_was_wrong(
         result = run(env, tmp_path, *args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode != 0 and len(lines) == 1 and expected in lines[0], (args, result.stderr)
+
+
+def test_procedures_show_and_history_take_json_like_every_listing(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    import json
+
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"),
+                      HIVEBUS_STORE=str(tmp_path / "ltm.sqlite3"))
+    steps = '[{"step": "set", "params": {"a": 1}}]'
+    added = run(env, tmp_path, "procedures", "add", "sizing", "--steps", steps)
+    assert added.returncode == 0, added.stderr
+    history = run(env, tmp_path, "procedures", "history", "sizing", "--json")
+    assert history.returncode == 0 and isinstance(json.loads(history.stdout), list), history.stderr
+    shown = run(env, tmp_path, "procedures", "show", "sizing", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["procedure_id"] == "sizing", shown.stderr
