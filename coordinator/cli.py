@@ -110,9 +110,12 @@ async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(redis: Any) -> int:
         rows = await Bus(redis, settings).recent(args.limit)
-        if args.json:  # named like the table and like `publish --json`
-            print_json([{"signal_id": r.get("id"), "entry": r["entry"], "type": r.get("type"),
-                         "source": r.get("source"), "to": r.get("to", "")} for r in rows])
+        if args.json:  # named as in `signal show --json` and `publish --json`
+            print_json([{"signal_id": r.get("id"), "signal_type": r.get("type"),
+                         "source_agent": r.get("source"),
+                         "delivered_to": [t for t in (r.get("to") or "").split(",") if t],
+                         "published_at": int(r["entry"].split("-")[0]) / 1000, "log_entry": r["entry"]}
+                        for r in rows])
             return 0
         print_table(
             [{"signal_id": r.get("id"), "time": clock(int(r["entry"].split("-")[0]) / 1000),

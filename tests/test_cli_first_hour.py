@@ -230,3 +230,20 @@ def test_procedures_show_and_history_take_json_like_every_listing(
     assert history.returncode == 0 and isinstance(json.loads(history.stdout), list), history.stderr
     shown = run(env, tmp_path, "procedures", "show", "sizing", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["procedure_id"] == "sizing", shown.stderr
+
+
+def test_signals_json_names_fields_as_signal_show_does(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    import json
+
+    env = hivebus_env(real_server.url, namespace, HIVEBUS_HOME=str(tmp_path / ".hivebus"))
+    (tmp_path / "mymodule.py").write_text(AGENT)
+    started = run(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
+    assert started.returncode == 0, started.stderr
+    sent = run(env, tmp_path, "publish", "PING", "--to", "pinger-1").stdout.strip()
+    [listed] = json.loads(run(env, tmp_path, "signals", "--json").stdout)
+    shown = json.loads(run(env, tmp_path, "signal", "show", sent, "--json").stdout)
+    for name in ("signal_id", "signal_type", "source_agent"):
+        assert listed[name] == shown[name]
+    assert listed["delivered_to"] == ["pinger-1"] and listed["published_at"] > 0

@@ -77,7 +77,7 @@ def test_desk_learns_the_planted_regularity_and_reports_true_numbers(tmp_path: P
     assert isinstance(listed, list) and all(len(row["signal_id"]) == 26 for row in listed)
     by_type: dict[str, int] = {}
     for row in listed:
-        by_type[row["type"]] = by_type.get(row["type"], 0) + 1
+        by_type[row["signal_type"]] = by_type.get(row["signal_type"], 0) + 1
     assert by_type == counted
     for agent, kind in (("trade-executor", "TRADE_EXECUTION"), ("risk-manager", "RISK_ASSESSMENT")):
         row = re.search(rf"{agent}\s+{kind}\s+(\d+)\s+(\d+)", again)
