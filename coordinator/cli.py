@@ -23,11 +23,11 @@ from coordinator.cli_common import Parser, fail, listing, positive_int, with_red
 from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, open_sync_client, redis_endpoint
-from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable
+from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable, first_leaf
 from coordinator.logs import configure_logging
 from coordinator.managed_redis import find_binaries
 from coordinator.models import Signal, parse_json_object, parse_severity
-from coordinator.output import ago, clock, print_json, print_table
+from coordinator.output import ago, clock, clock_of, print_json, print_table
 from coordinator.registry import Registry
 from coordinator.settings import Settings, load_settings, redact_url
 
@@ -307,7 +307,7 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(rows)
             return 0
-        print_table([{"id": r["id"], "at": clock(_seconds(r.get("at"))), "key": r.get("key", ""),
+        print_table([{"id": r["id"], "at": clock_of(r.get("at", "")), "key": r.get("key", ""),
                       "member": r.get("member", "") or r.get("moved_to", ""), "reason": r.get("reason", "")}
                      for r in rows], ["id", "at", "key", "member", "reason"])
         return 0
@@ -359,13 +359,6 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if store["exists"] else " (not created yet: the coordinator creates it)"))
     print(f"agents       {status['agents']['registered']} registered, {status['agents']['alive']} alive")
     return 0
-
-
-def _seconds(text: str | None) -> float:
-    try:
-        return float(text or 0)
-    except ValueError:
-        return 0.0
 
 
 def _name_skipped(registry: Registry) -> None:
@@ -569,11 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``hivebus`` console script."""
     given = list(sys.argv[1:] if argv is None else argv)
@@ -594,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         ours = group.subgroup(HivebusError)
         if ours is None:
             raise
-        fail(str(_first_leaf(ours)), 1)
+        fail(str(first_leaf(ours)), 1)
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # `hivebus … | head`: the reader left; say nothing more

@@ -15,7 +15,7 @@ from coordinator.decisions import DecisionLog, DecisionRecord
 from coordinator.errors import HivebusError, InvalidInput, NotFound
 from coordinator.keys import check_agent_id
 from coordinator.memory import ShortTermMemory
-from coordinator.output import clock, print_json, print_table
+from coordinator.output import clock, clock_of, print_json, print_table
 from coordinator.settings import Settings
 from coordinator.state import StateStore, StateType
 
@@ -58,12 +58,12 @@ async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int
             return 0
         print("snapshots (newest first):")
         print_table([{"snapshot_id": s["snapshot_id"], "type": s["state_type"],
-                      "created": _when(s["created_at"]), "cycle": s["state"].get("current_cycle"),
+                      "created": clock_of(s["created_at"]), "cycle": s["state"].get("current_cycle"),
                       "version": s["state"].get("version"), "label": s.get("label", "")}
                      for s in snapshots if "unreadable" not in s],
                     ["snapshot_id", "type", "created", "cycle", "version", "label"])
         print("\nconfiguration changes (newest first):")
-        print_table([{"at": _when(c["at"]), "version": c["version"], "from": _compact(c["from"], 40),
+        print_table([{"at": clock_of(c["at"]), "version": c["version"], "from": _compact(c["from"], 40),
                       "to": _compact(c["to"], 40), "reason": c["reason"]}
                      for c in changes if "unreadable" not in c],
                     ["at", "version", "from", "to", "reason"])
@@ -73,13 +73,6 @@ async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int
         return 0
 
     return await with_redis(settings, body)
-
-
-def _when(value: Any) -> str:
-    try:
-        return clock(float(value))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 async def cmd_state_checkpoint(args: argparse.Namespace, settings: Settings) -> int:

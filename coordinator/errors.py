@@ -90,3 +90,9 @@ class NotLeader(HivebusError):
 
 class ManagedRedisError(HivebusError):
     """Raised when the managed local redis-server cannot be found or started."""
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of an exception group (anyio's task groups wrap what they raise)."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -126,23 +126,21 @@ class Scope:
 
     def ranked_by(self, kind: str | None, symbol: str | None) -> str:
         """The rank index of the items of ``kind`` about ``symbol`` (None: any)."""
-        if kind is not None and symbol is not None:
-            return f"{self.prefix}:ks:{_sized(kind)}:{symbol}"
-        if kind is not None:
-            return f"{self.prefix}:k:{kind}"
-        if symbol is not None:
-            return f"{self.prefix}:s:{symbol}"
-        return self.ranks
+        return self._filtered(("k", "s", "ks"), kind, symbol) or self.ranks
 
     def timed_by(self, kind: str | None, symbol: str | None) -> str:
         """The time index of the items of ``kind`` about ``symbol`` (None: any)."""
+        return self._filtered(("kt", "st", "kst"), kind, symbol) or self.times
+
+    def _filtered(self, tags: tuple[str, str, str], kind: str | None, symbol: str | None) -> str:
+        """The index named ``tags`` (by kind, by symbol, by both) of a filter; '' for none."""
         if kind is not None and symbol is not None:
-            return f"{self.prefix}:kst:{_sized(kind)}:{symbol}"
+            return f"{self.prefix}:{tags[2]}:{_sized(kind)}:{symbol}"
         if kind is not None:
-            return f"{self.prefix}:kt:{kind}"
+            return f"{self.prefix}:{tags[0]}:{kind}"
         if symbol is not None:
-            return f"{self.prefix}:st:{symbol}"
-        return self.times
+            return f"{self.prefix}:{tags[1]}:{symbol}"
+        return ""
 
     def index_keys(self, kind: str, symbol: str | None,
                    item_words: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -44,3 +44,12 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
 def clock(timestamp: float) -> str:
     """``timestamp`` as local ``YYYY-MM-DD HH:MM:SS``."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def clock_of(value: object) -> str:
+    """A stored time (text or number) as :func:`clock` shows it; text that is not a number
+    (edited by hand) shown as it is."""
+    try:
+        return clock(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(value)

@@ -170,10 +170,9 @@ class Registry:
         """Deregister ``agent_id`` for good: out of the registry and its subscriptions (publishing
         to it then says it never registered). Refused while a replica is alive, unless
         ``force``. Its inbox, dead letters and memory stay. Raises NotFound, InvalidInput."""
-        check_agent_id(agent_id)
-        info = next((a for a in await self.list_agents() if a.agent_id == agent_id), None)
-        if info is None:
+        if not await self.is_registered(agent_id):
             raise NotFound(f"no registered agent {agent_id!r}")
+        [info] = await self._infos([agent_id])
         alive = [i.instance_id for i in info.instances if i.alive]
         if alive and not force:
             raise InvalidInput(f"agent {agent_id!r} has {len(alive)} live replica(s) "
@@ -198,8 +197,12 @@ class Registry:
         (the coordinator sets them aside)."""
         async with translate_redis_errors():
             members = sorted(await self.redis.smembers(self.keys.agents()))
-            agent_ids = [a for a in members if AGENT_ID_RE.fullmatch(a)]
-            self.skipped = [a for a in members if not AGENT_ID_RE.fullmatch(a)]
+        self.skipped = [a for a in members if not AGENT_ID_RE.fullmatch(a)]
+        return await self._infos([a for a in members if AGENT_ID_RE.fullmatch(a)])
+
+    async def _infos(self, agent_ids: list[str]) -> list[AgentInfo]:
+        """The registry entries of ``agent_ids`` with their instances' liveness (two round trips)."""
+        async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for agent_id in agent_ids:
                 pipe.hgetall(self.keys.agent(agent_id))

@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 
 from coordinator.connection import Redis
 from coordinator.consolidation import Consolidator, PassResult, Progress
-from coordinator.errors import HivebusError, NotLeader, RedisUnavailable
+from coordinator.errors import HivebusError, NotLeader, RedisUnavailable, first_leaf
 from coordinator.lease import Lease
 from coordinator.logs import get_logger
 from coordinator.models import now_s
@@ -74,8 +74,12 @@ class Coordinator:
                 await self.lease.release()
 
     async def _lead(self) -> int:
-        """Take or renew the lease, a new one with an epoch above the store's highest."""
-        return await self.lease.try_lead(await self.store.highest_epoch())
+        """Take or renew the lease, a new one with an epoch above the store's highest. The
+        store is read only when this coordinator does not lead: a renewal (every TTL / 3, in
+        the middle of a pass) must not wait behind the pass's store writes; should the lease
+        have vanished meanwhile (Redis started over), the new one is above the epoch held."""
+        floor = self.lease.epoch or await self.store.highest_epoch()
+        return await self.lease.try_lead(floor)
 
     async def _pass(self, epoch: int, progress: Progress | None = None) -> PassResult:
         """One consolidation pass, the lease renewed throughout; a lease lost meanwhile stops it
@@ -87,7 +91,7 @@ class Coordinator:
                 result = await self.consolidator.run_pass(epoch, self.lease.token, progress)
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
         return result
 
     async def _renew_lease(self, epoch: int) -> None:
@@ -155,7 +159,3 @@ class Coordinator:
                 await self.lease.release()
         self.log.info("coordinator stopped")
 
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
