@@ -1,4 +1,5 @@
-"""Logging set-up: structlog, JSON lines when stderr is not a TTY, readable console otherwise.
+"""Logging: structlog's API over stdlib ``logging`` (loggers ``hivebus…``, silent by default);
+a hivebus process renders them on stderr, JSON lines when stderr is not a TTY.
 
 Context such as ``agent_id`` is bound with ``structlog.contextvars.bound_contextvars`` so
 every line inside carries it; the signal being handled is set with :func:`handling` (one
@@ -54,9 +55,30 @@ def add_handling(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
+_LIBRARY_CHAIN: list[Any] = [
+    structlog.stdlib.filter_by_level,  # first: a line below the level costs one check
+    structlog.contextvars.merge_contextvars,
+    add_handling,
+    redact_secrets,
+    structlog.stdlib.render_to_log_kwargs,  # an ordinary LogRecord, the fields as its extras
+]
+
+
+def get_logger(name: str = "hivebus", **context: Any) -> Any:
+    """A logger carrying ``context`` that writes to the stdlib logger ``name`` (``hivebus`` or
+    below it). Quiet as a library: ``hivebus`` has a NullHandler and no level of its own, so an
+    embedding program sees these lines only where its own logging configuration sends them."""
+    return structlog.wrap_logger(
+        logging.getLogger(name), processors=_LIBRARY_CHAIN, wrapper_class=structlog.stdlib.BoundLogger
+    ).bind(**context)
+
+
+logging.getLogger("hivebus").addHandler(logging.NullHandler())
+
+
 def configure_logging(settings: Settings) -> None:
-    """Configure structlog for this process from ``settings``."""
-    level = getattr(logging, settings.log_level.upper())
+    """Render the ``hivebus`` loggers on stderr for a hivebus process (the CLI, ``hivebus agent
+    run``, the coordinator): JSON lines when stderr is not a TTY, readable lines otherwise."""
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
@@ -65,22 +87,17 @@ def configure_logging(settings: Settings) -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            add_handling,
-            structlog.processors.add_log_level,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),
+            structlog.stdlib.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
-def get_logger(**context: Any) -> Any:
-    """A bound logger carrying ``context``."""
-    return structlog.get_logger("hivebus").bind(**context)
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    logger = logging.getLogger("hivebus")
+    logger.handlers = [handler]
+    logger.setLevel(getattr(logging, settings.log_level.upper()))
+    logger.propagate = False
