@@ -95,23 +95,6 @@ class SignalReport:
     signal: Signal
     targets: list[TargetStatus] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        """A JSON-ready view."""
-        return {
-            **self.signal.model_dump(mode="json"),
-            "status": {
-                t.agent_id: {
-                    "status": t.status.value,
-                    "entry_id": t.entry_id,
-                    "error": t.error,
-                    "deliveries": t.deliveries,
-                    "consumer": t.consumer,
-                    "attempts": t.attempts,
-                }
-                for t in self.targets
-            },
-        }
-
 
 class Bus:
     """Publishes and consumes signals on one Redis, under one namespace."""

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 from coordinator import __version__
-from coordinator.bus import Bus
+from coordinator.bus import Bus, TargetStatus
 from coordinator.cli_common import Parser, fail, listing, positive_int, with_redis
 from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
 from coordinator.cli_memory import add_memory_commands
@@ -26,10 +26,17 @@ from coordinator.connection import connected, open_sync_client, redis_endpoint
 from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable, first_leaf
 from coordinator.logs import configure_logging
 from coordinator.managed_redis import find_cli
-from coordinator.models import Signal, parse_json_object, parse_severity
+from coordinator.models import Signal, SignalStatus, parse_json_object, parse_severity
 from coordinator.output import ago, clock, clock_of, print_json, print_table
 from coordinator.registry import Registry
 from coordinator.settings import Settings, load_settings, redact_url
+from coordinator.views import (
+    agent_json,
+    dead_letter_json,
+    set_aside_json,
+    signal_json,
+    signal_log_json,
+)
 
 CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -64,8 +71,9 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         delivered = await Bus(redis, settings).publish(
             signal, allow_unregistered=args.allow_unregistered
         )
-        if args.json:
-            print_json({"signal_id": signal.signal_id, "delivered_to": delivered})
+        if args.json:  # shaped as `signal show --json`: each target as the publish left it
+            print_json(signal_json(signal, [TargetStatus(agent_id, SignalStatus.PENDING, entry)
+                                            for agent_id, entry in sorted(delivered.items())]))
         else:
             print(signal.signal_id)
             if not delivered:
@@ -84,7 +92,7 @@ async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
         agents = await registry.list_agents()
         _name_skipped(registry)
         if args.json:
-            print_json([a.as_dict() for a in agents])
+            print_json([agent_json(a) for a in agents])
             return 0
         print_table(
             [
@@ -110,17 +118,14 @@ async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(redis: Any) -> int:
         rows = await Bus(redis, settings).recent(args.limit)
-        if args.json:  # named as in `signal show --json` and `publish --json`
-            print_json([{"signal_id": r.get("id"), "signal_type": r.get("type"),
-                         "source_agent": r.get("source"),
-                         "delivered_to": [t for t in (r.get("to") or "").split(",") if t],
-                         "published_at": int(r["entry"].split("-")[0]) / 1000, "log_entry": r["entry"]}
-                        for r in rows])
+        shaped = [signal_log_json(r) for r in rows]  # a subset of `signal show --json`
+        if args.json:
+            print_json(shaped)
             return 0
         print_table(
-            [{"signal_id": r.get("id"), "time": clock(int(r["entry"].split("-")[0]) / 1000),
-              "type": r.get("type"), "source": r.get("source"), "to": r.get("to") or "(nobody)"}
-             for r in rows],
+            [{"signal_id": r["signal_id"], "time": clock_of(r["published_at"]), "type": r["signal_type"],
+              "source": r["source_agent"], "to": ",".join(r["delivered_to"]) or "(nobody)"}
+             for r in shaped],
             ["signal_id", "time", "type", "source", "to"],
         )
         return 0
@@ -134,7 +139,7 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(redis: Any) -> int:
         report = await Bus(redis, settings).report(args.signal_id)
         if args.json:
-            print_json(report.as_dict())
+            print_json(signal_json(report.signal, report.targets))
             return 0
         s = report.signal
         print(f"signal    {s.signal_id}")
@@ -165,15 +170,15 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         letters = DeadLetters(redis, settings)
         action = args.dlq_command
         if action == "list":
-            rows = await letters.list(args.agent_id, args.limit)
+            rows = [dead_letter_json(r) for r in await letters.list(args.agent_id, args.limit)]
             if args.json:
                 print_json(rows)
             else:
-                print_table([{"dlq_entry": r["dlq_entry"], "failed_at": clock(float(r.get("failed_at", 0))),
-                              "attempts": r.get("attempts", "1"), "reason": r.get("reason", "")}
+                print_table([{"dlq_entry": r["dlq_entry"], "failed_at": clock_of(r["failed_at"]),
+                              "attempts": r["attempts"], "reason": r["reason"]}
                              for r in rows], ["dlq_entry", "failed_at", "attempts", "reason"])
-        elif action == "show":
-            print_json(await letters.show(args.agent_id, args.dlq_entry))
+        elif action == "show":  # JSON: the original entry is nested
+            print_json(dead_letter_json(await letters.show(args.agent_id, args.dlq_entry)))
         elif action == "replay":
             targets = ([r["dlq_entry"] for r in await letters.list(args.agent_id, 100_000)]
                        if args.all else [args.dlq_entry])
@@ -303,13 +308,13 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
                 raise InvalidInput("name the records to clear (ids from 'hivebus set-aside list'), or --all")
             print(f"cleared {await aside.clear(args.ids, everything=args.all)} record(s)")
             return 0
-        rows = await aside.list(args.limit)
+        rows = [set_aside_json(r) for r in await aside.list(args.limit)]
         if args.json:
             print_json(rows)
             return 0
-        print_table([{"id": r["id"], "at": clock_of(r.get("at", "")), "key": r.get("key", ""),
-                      "member": r.get("member", "") or r.get("moved_to", ""), "reason": r.get("reason", "")}
-                     for r in rows], ["id", "at", "key", "member", "reason"])
+        print_table([{"record_id": r["record_id"], "at": clock_of(r["at"]), "key": r["key"],
+                      "member": r["member"] or r["moved_to"] or "", "reason": r["reason"]}
+                     for r in rows], ["record_id", "at", "key", "member", "reason"])
         return 0
 
     return await with_redis(settings, body)
@@ -517,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
     dlq_list.add_argument("--limit", type=positive_int, default=50)
-    dlq_show = dlq.add_parser("show", help="one dead letter with its original signal (JSON)")
+    dlq_show = dlq.add_parser("show", help="one dead letter with its original entry (JSON)")
     dlq_show.add_argument("agent_id")
     dlq_show.add_argument("dlq_entry")
     for name, verb in (("replay", "put back into the agent's inbox, status reset"),

@@ -9,9 +9,10 @@ from typing import Any
 
 from coordinator.cli_common import Parser, listing
 from coordinator.keys import check_agent_id
-from coordinator.output import clock, print_json, print_table
+from coordinator.output import clock, clock_of, print_json, print_table
 from coordinator.settings import Settings
 from coordinator.store import MemoryPattern, SQLiteStore
+from coordinator.views import pattern_json, pattern_version_json
 
 
 async def with_store(settings: Settings, body: Callable[[SQLiteStore], Awaitable[int]]) -> int:
@@ -42,7 +43,7 @@ async def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
             viewer=_viewer(args), memory_type=args.type, min_confidence=args.min_confidence,
             agent=args.agent, shared=True if args.shared else None, include_inactive=args.all)
         if args.json:
-            print_json([p.model_dump(mode="json") for p in found])
+            print_json([pattern_json(p) for p in found])
             return 0
         print_table([_row(p) for p in found], ["pattern_id", "agent", "type", "version", "active",
                                                 "confidence", "success_rate", "samples", "shared"])
@@ -57,7 +58,7 @@ async def cmd_pattern_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(store: SQLiteStore) -> int:
         p = await store.get_pattern(args.pattern_id, viewer=_viewer(args))
         if args.json:
-            print_json(p.model_dump(mode="json"))
+            print_json(pattern_json(p))
             return 0
         for name, value in _row(p).items():
             print(f"{name:<13}{value}")
@@ -75,11 +76,12 @@ async def cmd_pattern_history(args: argparse.Namespace, settings: Settings) -> i
     """hivebus pattern history ID: every version, oldest first."""
 
     async def body(store: SQLiteStore) -> int:
-        history = await store.pattern_history(args.pattern_id, viewer=_viewer(args))
+        history = [pattern_version_json(h)
+                   for h in await store.pattern_history(args.pattern_id, viewer=_viewer(args))]
         if args.json:
             print_json(history)
             return 0
-        print_table([{"version": h["version"], "at": clock(h["created_at"]), "reason": h["reason"],
+        print_table([{"version": h["version"], "at": clock_of(h["created_at"]), "reason": h["reason"],
                       "active": "yes" if h["pattern"]["active"] else "no",
                       "confidence": f"{h['pattern']['confidence']:.3f}",
                       "samples": h["pattern"]["sample_size"]} for h in history],
@@ -95,7 +97,7 @@ async def cmd_pattern_rollback(args: argparse.Namespace, settings: Settings) -> 
     async def body(store: SQLiteStore) -> int:
         restored = await store.rollback_pattern(args.pattern_id, args.version)
         if args.json:
-            print_json(restored.model_dump(mode="json"))
+            print_json(pattern_json(restored))
         else:
             print(f"pattern {restored.pattern_id} is now version {restored.version} "
                   f"(a copy of version {args.version})")
@@ -143,7 +145,7 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
         action = args.procedures_command
         result: Any
         if action == "list":
-            result = await memory.procedures(args.category)
+            result = await memory.procedures(args.category)  # each as `procedures show` prints it
             if not args.json:
                 print_table([{"procedure_id": p["procedure_id"], "category": p["category"],
                               "version": p["version"], "steps": len(p["steps"]),

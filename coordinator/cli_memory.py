@@ -18,6 +18,16 @@ from coordinator.memory import ShortTermMemory
 from coordinator.output import clock, clock_of, print_json, print_table
 from coordinator.settings import Settings
 from coordinator.state import StateStore, StateType
+from coordinator.views import (
+    config_change_json,
+    decision_json,
+    linked_signal_json,
+    memory_item_json,
+    outcome_json,
+    signal_json,
+    snapshot_json,
+    state_json,
+)
 
 
 def _compact(value: Any, width: int = 60) -> str:
@@ -33,7 +43,7 @@ async def cmd_state_show(args: argparse.Namespace, settings: Settings) -> int:
         if state is None:
             raise NotFound(f"agent {args.agent_id!r} has no saved state")
         if args.json:
-            print_json(state.model_dump(mode="json"))
+            print_json(state_json(state))
             return 0
         print(f"agent          {state.agent_id}   (agent version {state.agent_version})")
         print(f"status         {state.status.value}   cycle {state.current_cycle}   "
@@ -51,15 +61,15 @@ async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int
 
     async def body(redis: Any) -> int:
         store = StateStore(redis, settings)
-        snapshots = await store.history(check_agent_id(args.agent_id))
-        changes = await store.config_history(args.agent_id)
+        snapshots = [snapshot_json(s) for s in await store.history(check_agent_id(args.agent_id))]
+        changes = [config_change_json(c) for c in await store.config_history(args.agent_id)]
         if args.json:
             print_json({"snapshots": snapshots, "configuration_changes": changes})
             return 0
         print("snapshots (newest first):")
         print_table([{"snapshot_id": s["snapshot_id"], "type": s["state_type"],
-                      "created": clock_of(s["created_at"]), "cycle": s["state"].get("current_cycle"),
-                      "version": s["state"].get("version"), "label": s.get("label", "")}
+                      "created": clock_of(s["created_at"]), "cycle": s["state"].get("current_cycle", "?"),
+                      "version": s["state"].get("version", "?"), "label": s.get("label", "")}
                      for s in snapshots if "unreadable" not in s],
                     ["snapshot_id", "type", "created", "cycle", "version", "label"])
         print("\nconfiguration changes (newest first):")
@@ -94,7 +104,7 @@ async def cmd_state_rollback(args: argparse.Namespace, settings: Settings) -> in
     async def body(redis: Any) -> int:
         state = await StateStore(redis, settings).rollback(check_agent_id(args.agent_id), args.snapshot_id)
         if args.json:
-            print_json(state.model_dump(mode="json"))
+            print_json(state_json(state))
         else:
             print(f"rolled {state.agent_id} back to {args.snapshot_id}: cycle {state.current_cycle}, "
                   f"state version {state.version}")
@@ -110,7 +120,7 @@ async def cmd_memory_recall(args: argparse.Namespace, settings: Settings) -> int
         memory = ShortTermMemory(redis, settings, check_agent_id(args.agent_id))
         ranked = await memory.recall(args.query, kind=args.kind, symbol=args.symbol, topk=args.top)
         if args.json:
-            print_json([{"relevance": round(r, 6), **i.as_dict()} for r, i in ranked])
+            print_json([memory_item_json(i, relevance=r) for r, i in ranked])
             return 0
         now = time.time()
         print_table([{"relevance": f"{r:.3f}", "kind": i.kind, "symbol": i.symbol or "-",
@@ -190,7 +200,7 @@ async def cmd_decisions(args: argparse.Namespace, settings: Settings) -> int:
                 check_agent_id(args.agent_id), decision_type=args.type, success=success,
                 since=_parse_since(args.since), pending=args.pending, limit=args.limit)
         if args.json:
-            print_json([d.as_dict() for d in found])
+            print_json([decision_json(d) for d in found])
             return 0
         print_table([_decision_row(d) for d in found],
                     ["decision_id", "time", "type", "confidence", "outcome", "reasoning"])
@@ -209,11 +219,8 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
             try:
                 report = await bus.report(signal_id)
             except HivebusError:
-                return {"signal_id": signal_id, "known": False}
-            return {"signal_id": signal_id, "known": True, "type": report.signal.signal_type,
-                    "source": report.signal.source_agent,
-                    "caused_by": report.signal.causation_id,
-                    "status": {t.agent_id: t.status.value for t in report.targets}}
+                return linked_signal_json(signal_id, None)
+            return linked_signal_json(signal_id, signal_json(report.signal, report.targets))
 
         async with _archive(settings) as archive:
             log = DecisionLog(redis, settings, archive=archive)
@@ -222,7 +229,7 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
         triggers = [await signal_view(s) for s in decision.triggered_by]
         caused = [await signal_view(s) for s in caused_ids]
         if args.json:
-            print_json({**decision.as_dict(), "triggering_signals": triggers, "caused_signals": caused})
+            print_json({**decision_json(decision), "triggering_signals": triggers, "caused_signals": caused})
             return 0
         print(f"decision   {decision.decision_id}   {decision.decision_type} by {decision.agent_id}"
               f"   at {clock(decision.timestamp)}")
@@ -231,13 +238,13 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
         print(f"context    {json.dumps(decision.context, sort_keys=True)}")
         print(f"reasoning  {json.dumps(decision.reasoning, sort_keys=True)}")
         outcome = decision.outcome
-        print("outcome    " + ("pending" if outcome is None else json.dumps(outcome.model_dump(mode="json"),
+        print("outcome    " + ("pending" if outcome is None else json.dumps(outcome_json(outcome),
                                                                         sort_keys=True)))
         for title, views in (("triggered by", triggers), ("caused", caused)):
             print(f"\n{title}:")
-            print_table([{"signal_id": v["signal_id"], "type": v.get("type", "(expired)"),
-                          "source": v.get("source", "-"), "caused_by": v.get("caused_by") or "-",
-                          "status": ", ".join(f"{a}={s}" for a, s in v.get("status", {}).items())}
+            print_table([{"signal_id": v["signal_id"], "type": v.get("signal_type", "(expired)"),
+                          "source": v.get("source_agent", "-"), "caused_by": v.get("causation_id") or "-",
+                          "status": ", ".join(f"{a}={t['status']}" for a, t in v.get("status", {}).items())}
                          for v in views], ["signal_id", "type", "source", "caused_by", "status"])
         return 0
 
@@ -256,7 +263,7 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
                 args.decision_id, success=args.success, quality_score=args.quality,
                 latency_ms=args.latency_ms, error=args.error, metrics=metrics, queue_unknown=False)
         if args.json:
-            print_json(outcome.model_dump(mode="json"))
+            print_json(outcome_json(outcome))
         else:
             print(f"outcome recorded for {args.decision_id}: "
                   f"{'success' if outcome.success else 'failure'}")

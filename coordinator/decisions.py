@@ -117,10 +117,6 @@ class DecisionRecord(BaseModel):
             triggered_by=tuple(filter(None, fields.get("triggered_by", "").split(","))),
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return self.model_dump(mode="json")
-
 
 def indexed_type(decision_type: object) -> str | None:
     """The type a decision is indexed under; None for a type edited by hand into one no index

@@ -80,10 +80,6 @@ class MemoryItem(BaseModel):
             visible_to=tuple(filter(None, fields.get("visible_to", "").split(","))),
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return self.model_dump(mode="json")
-
 
 Row = tuple[str, dict[str, str]]  # an item id and its stored fields, not yet decoded
 PAGE = 500  # items per round trip when a read walks a whole index (items, summarize, cleanup)

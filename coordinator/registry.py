@@ -59,25 +59,6 @@ class AgentInfo:
         """True when at least one instance has a live heartbeat."""
         return any(i.alive for i in self.instances)
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view."""
-        return {
-            "agent_id": self.agent_id,
-            "type": self.agent_type,
-            "subscriptions": list(self.subscriptions),
-            "version": self.version,
-            "status": self.status,
-            "alive": self.alive,
-            "registered_at": self.registered_at,
-            "last_seen": self.last_seen,
-            "counters": self.counters,
-            "instances": [
-                {"instance_id": i.instance_id, "host": i.host, "pid": i.pid,
-                 "started_at": i.started_at, "alive": i.alive}
-                for i in self.instances
-            ],
-        }
-
 
 COUNTER_FIELDS = ("published", "processed", "dead", "expired")
 

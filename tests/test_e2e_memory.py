@@ -66,7 +66,7 @@ def test_decision_chain_both_ways(procs: Processes) -> None:
     assert [s["signal_id"] for s in shown["triggering_signals"]] == [signal_id]
     assert shown["outcome"]["success"] is True and shown["outcome"]["metrics"] == {"pnl": 12.5}
     [caused] = shown["caused_signals"]
-    assert caused["type"] == "RISK_ASSESSMENT" and caused["caused_by"] == decision_id
+    assert caused["signal_type"] == "RISK_ASSESSMENT" and caused["causation_id"] == decision_id
     # and from the signal back to the decision
     assert procs.cli_json("signal", "show", caused["signal_id"])["causation_id"] == decision_id
     text = procs.cli("decision", "show", decision_id).stdout

@@ -95,7 +95,7 @@ def test_dlq_cli_list_show_replay_purge(procs: Processes, real_server: RedisServ
     wait_until(lambda: procs.cli_json("agents"), 30, "ff-1")
     sid = procs.cli_json("publish", "FIXME", "--to", "ff-1")["signal_id"]
     [letter] = wait_until(lambda: procs.cli_json("dlq", "list", "ff-1"), 15, "a dead letter")
-    assert letter["attempts"] == "2" and "downstream is broken" in letter["reason"]
+    assert letter["attempts"] == 2 and "downstream is broken" in letter["reason"]
     shown = json.loads(procs.cli("dlq", "show", "ff-1", letter["dlq_entry"]).stdout)
     assert shown["original"]["id"] == sid
     raw.delete(f"{prefix}test:broken")

@@ -111,7 +111,7 @@ def test_cli_names_skipped_members_and_lists_and_clears_set_aside_records(
     refused = subprocess.run(hivebus_argv("set-aside", "clear"), env=env, capture_output=True, text=True,
                              timeout=60)
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
-    cleared = subprocess.run(hivebus_argv("set-aside", "clear", rows[0]["id"]), env=env,
+    cleared = subprocess.run(hivebus_argv("set-aside", "clear", rows[0]["record_id"]), env=env,
                              capture_output=True, text=True, timeout=60)
     assert cleared.stdout.strip() == "cleared 1 record(s)"
     client.close()
