@@ -64,10 +64,17 @@ def coordinator_rule(keys: Keys, password: str = PASSWORD_PLACEHOLDER) -> list[s
     return ["reset", "on", f">{password}", f"~{keys.namespace}:*", "resetchannels", *COMMANDS.split()]
 
 
+COORDINATOR_USER = "hivebus-coordinator"
+
+
+def acl_users(keys: Keys, agent_ids: Iterable[str]) -> list[tuple[str, str | None, list[str]]]:
+    """(user, agent id or None for the coordinator, ``ACL SETUSER`` arguments after the name):
+    the coordinator first, then one user per agent."""
+    return [(COORDINATOR_USER, None, coordinator_rule(keys)),
+            *((agent_user(a), a, agent_rule(keys, a)) for a in agent_ids)]
+
+
 def acl_script(keys: Keys, agent_ids: Iterable[str]) -> list[str]:
     """redis-cli commands that create the coordinator user and one user per agent."""
-    def line(user: str, rule: list[str]) -> str:
-        return " ".join(["ACL", "SETUSER", user, *(f'"{a}"' if " " in a else a for a in rule)])
-
-    return [line("hivebus-coordinator", coordinator_rule(keys)),
-            *(line(agent_user(a), agent_rule(keys, a)) for a in agent_ids)]
+    return [" ".join(["ACL", "SETUSER", user, *(f'"{a}"' if " " in a else a for a in rule)])
+            for user, _, rule in acl_users(keys, agent_ids)]

@@ -28,7 +28,7 @@ from coordinator.logs import configure_logging
 from coordinator.managed_redis import find_cli
 from coordinator.models import Signal, SignalStatus, parse_json_object, parse_severity
 from coordinator.output import ago, clock, clock_of, print_json, print_table
-from coordinator.registry import Registry
+from coordinator.registry import AgentInfo, Registry
 from coordinator.settings import Settings, load_settings, redact_url
 from coordinator.views import (
     agent_json,
@@ -177,7 +177,7 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                 print_table([{"dlq_entry": r["dlq_entry"], "failed_at": clock_of(r["failed_at"]),
                               "attempts": r["attempts"], "reason": r["reason"]}
                              for r in rows], ["dlq_entry", "failed_at", "attempts", "reason"])
-        elif action == "show":  # JSON: the original entry is nested
+        elif action == "show":  # JSON with or without --json: the original entry is nested
             print_json(dead_letter_json(await letters.show(args.agent_id, args.dlq_entry)))
         elif action == "replay":
             targets = ([r["dlq_entry"] for r in await letters.list(args.agent_id, 100_000)]
@@ -211,11 +211,40 @@ async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     return await with_redis(settings, body)
 
 
+async def cmd_agent_show(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus agent show ID: one registered agent with its replicas and counters."""
+
+    async def body(redis: Any) -> int:
+        info = await Registry(redis, settings).get(args.agent_id)
+        if args.json:
+            print_json(agent_json(info))
+            return 0
+        _print_agent(info)
+        return 0
+
+    return await with_redis(settings, body)
+
+
+def _print_agent(a: AgentInfo) -> None:
+    print(f"agent          {a.agent_id}   type {a.agent_type}   version {a.version}")
+    print(f"status         {a.status}   last seen {ago(a.last_seen)}   "
+          f"registered {clock(a.registered_at) if a.registered_at else '-'}")
+    print(f"subscriptions  {', '.join(a.subscriptions) or '-'}")
+    print("counters       " + "   ".join(f"{name} {n}" for name, n in a.counters.items()))
+    print()
+    print_table([{"instance": i.instance_id, "host": i.host, "pid": i.pid,
+                  "started": clock(i.started_at), "alive": "yes" if i.alive else "no"}
+                 for i in a.instances], ["instance", "host", "pid", "started", "alive"])
+
+
 async def cmd_agent_remove(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent remove ID: deregister an agent (registry and subscriptions)."""
 
     async def body(redis: Any) -> int:
         info = await Registry(redis, settings).remove(args.agent_id, force=args.force)
+        if args.json:  # the agent as it was registered
+            print_json(agent_json(info))
+            return 0
         subscriptions = ", ".join(info.subscriptions) or "none"
         print(f"removed {info.agent_id} from the registry and its subscriptions ({subscriptions}); "
               f"its inbox, dead letters and memory stay")
@@ -380,8 +409,9 @@ def _name_skipped(registry: Registry) -> None:
 
 async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
-    from coordinator.acl import acl_script
+    from coordinator.acl import acl_script, acl_users
     from coordinator.keys import Keys, check_agent_id
+    from coordinator.views import acl_user_json
 
     agent_ids = [check_agent_id(a) for a in args.agent_ids]
     if not agent_ids:
@@ -392,9 +422,13 @@ async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
             return 0
 
         await with_redis(settings, body)
+    keys = Keys(settings.namespace)
+    if args.json:
+        print_json([acl_user_json(*user) for user in acl_users(keys, agent_ids)])
+        return 0
     print("# Redis 7.0+ (the per-agent XADD selector needs it). Replace REPLACE_WITH_A_SECRET, then")
     print("# give each process its own URL: redis://hivebus-agent-<id>:<secret>@host:port/0")
-    for line in acl_script(Keys(settings.namespace), agent_ids):
+    for line in acl_script(keys, agent_ids):
         print(line)
     return 0
 
@@ -485,7 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--id", required=True, help="agent id; replicas share one id")
     run.add_argument("--burst", action="store_true", help="exit once the inbox is empty")
     run.set_defaults(func=cmd_agent_run)
-    remove = agent.add_parser("remove", help="deregister an agent for good (its inbox stays)")
+    ashow = listing(agent.add_parser("show", help="one registered agent: replicas, counters"))
+    ashow.add_argument("agent_id")
+    ashow.set_defaults(func=cmd_agent_show)
+    remove = listing(agent.add_parser("remove", help="deregister an agent for good (its inbox stays)"))
     remove.add_argument("agent_id")
     remove.add_argument("--force", action="store_true", help="even with live replicas")
     remove.set_defaults(func=cmd_agent_remove)
@@ -522,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
     dlq_list.add_argument("--limit", type=positive_int, default=50)
-    dlq_show = dlq.add_parser("show", help="one dead letter with its original entry (JSON)")
+    dlq_show = listing(dlq.add_parser("show", help="one dead letter with its original entry (JSON)"))
     dlq_show.add_argument("agent_id")
     dlq_show.add_argument("dlq_entry")
     for name, verb in (("replay", "put back into the agent's inbox, status reset"),
@@ -554,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ltm_commands(sub)
     add_knowledge_commands(sub)
 
-    acl = sub.add_parser("acl", help="print Redis ACL rules: one user per agent, one for the coordinator")
+    acl = listing(sub.add_parser("acl", help="print Redis ACL rules: one user per agent, one for the "
+                                             "coordinator"))
     acl.add_argument("agent_ids", nargs="*", help="agent ids (default: every registered agent)")
     acl.set_defaults(func=cmd_acl)
 

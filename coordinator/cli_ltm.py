@@ -215,7 +215,7 @@ def add_knowledge_commands(sub: Any) -> None:
     """Register ``hivebus procedures …`` and ``hivebus concepts …``."""
     procedures = sub.add_parser("procedures", help="procedural memory").add_subparsers(
         dest="procedures_command", required=True, parser_class=Parser)
-    plist = listing(procedures.add_parser("list", help="stored procedures"))
+    plist = procedures.add_parser("list", help="stored procedures")
     plist.add_argument("--category")
     add = procedures.add_parser("add", help="store a procedure (a new version if it exists)")
     add.add_argument("procedure_id")
@@ -223,8 +223,8 @@ def add_knowledge_commands(sub: Any) -> None:
                      help='JSON list, e.g. \'[{"step": "set", "params": {"capital": 1000}}]\'')
     add.add_argument("--params", help="default parameters, a JSON object")
     add.add_argument("--category", default="general")
-    for name in ("show", "history"):  # they print JSON; --json is taken too, as everywhere
-        p = listing(procedures.add_parser(name, help=f"{name} a procedure"))
+    for name in ("show", "history"):
+        p = procedures.add_parser(name, help=f"{name} a procedure")
         p.add_argument("procedure_id")
     run = procedures.add_parser("run", help="execute a procedure and record its stats")
     run.add_argument("procedure_id")
@@ -232,9 +232,8 @@ def add_knowledge_commands(sub: Any) -> None:
     back = procedures.add_parser("rollback", help="make a kept version current again")
     back.add_argument("procedure_id")
     back.add_argument("version", type=int)
-    for parser in procedures.choices.values():
-        parser.set_defaults(func=cmd_procedures, json=getattr(parser, "json", True))
-    plist.set_defaults(json=False)
+    for parser in procedures.choices.values():  # all but list print JSON; --json is taken by all
+        listing(parser).set_defaults(func=cmd_procedures)
 
     concepts = sub.add_parser("concepts", help="semantic memory").add_subparsers(
         dest="concepts_command", required=True, parser_class=Parser)

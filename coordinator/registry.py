@@ -151,9 +151,7 @@ class Registry:
         """Deregister ``agent_id`` for good: out of the registry and its subscriptions (publishing
         to it then says it never registered). Refused while a replica is alive, unless
         ``force``. Its inbox, dead letters and memory stay. Raises NotFound, InvalidInput."""
-        if not await self.is_registered(agent_id):
-            raise NotFound(f"no registered agent {agent_id!r}")
-        [info] = await self._infos([agent_id])
+        info = await self.get(agent_id)
         alive = [i.instance_id for i in info.instances if i.alive]
         if alive and not force:
             raise InvalidInput(f"agent {agent_id!r} has {len(alive)} live replica(s) "
@@ -165,6 +163,13 @@ class Registry:
                 pipe.srem(self.keys.subscribers(signal_type), agent_id)
             pipe.delete(self.keys.agent(agent_id), self.keys.instances(agent_id))
             await pipe.execute()
+        return info
+
+    async def get(self, agent_id: str) -> AgentInfo:
+        """One registered agent with its instances' liveness. Raises NotFound, InvalidId."""
+        if not await self.is_registered(agent_id):
+            raise NotFound(f"no registered agent {agent_id!r}")
+        [info] = await self._infos([agent_id])
         return info
 
     async def is_registered(self, agent_id: str) -> bool:

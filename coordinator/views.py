@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -224,3 +224,12 @@ def pattern_version_json(item: Mapping[str, Any]) -> dict[str, Any]:
         pattern = item["pattern"]
     return {"version": item["version"], "reason": item["reason"],
             "created_at": seconds(item["created_at"]), "pattern": pattern}
+
+
+# --- the rest ----------------------------------------------------------------------------------
+
+
+def acl_user_json(user: str, agent_id: str | None, rules: Iterable[str]) -> dict[str, Any]:
+    """One Redis ACL user (``acl``): its name, the agent it is for (null: the coordinator) and
+    the ``ACL SETUSER`` arguments that follow the name."""
+    return {"user": user, "agent_id": agent_id, "rules": list(rules)}
