@@ -12,7 +12,7 @@ from pathlib import Path
 from coordinator import scripts
 from coordinator.ids import new_id
 from coordinator.keys import Keys
-from coordinator.managed_redis import find_binaries
+from coordinator.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.test_cli_first_hour import AGENT
 
@@ -21,7 +21,7 @@ class RedisCli:
     """The foreign client: redis-cli, nothing else."""
 
     def __init__(self, url: str) -> None:
-        self.binary, self.url = find_binaries().cli, url
+        self.binary, self.url = find_cli() or "redis-cli", url
 
     def __call__(self, *args: str) -> list[str]:
         result = subprocess.run([self.binary, "-u", self.url, "--raw", *args], capture_output=True,
