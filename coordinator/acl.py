@@ -42,7 +42,7 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) 
     patterns = [p for key in own for p in (key, f"{key}:*")]
     patterns += [f"{ns}:agents", f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
                  f"{ns}:shared:*", f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes",
-                 f"{ns}:layout"]
+                 f"{ns}:late-outcomes", f"{ns}:layout"]
     # Publishing: the publish script declares each target's inbox, pending record and ledger
     # among its keys. One selector lets EVAL/EVALSHA name them; inside the script every command
     # is checked again, and these selectors pair each command with the keys it may touch:

@@ -71,7 +71,7 @@ LAYOUT_VERSION = "2"
 INTERNAL_KINDS = frozenset({
     "agents", "agent", "hb", "subs", "inbox", "pending", "done", "status", "retry", "dlq", "signal",
     "signals", "state", "stm", "shared", "decision", "decisions", "outcomes", "decision-agents",
-    "coordinator", "events", "layout", "stream",
+    "coordinator", "events", "layout", "stream", "late-outcomes", "set-aside",
 })
 
 

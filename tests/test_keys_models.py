@@ -131,3 +131,30 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HIVEBUS_NAMESPACE", "BAD NS")
     with pytest.raises(ConfigError, match="HIVEBUS_NAMESPACE"):
         load_settings()
+
+
+def test_every_key_hivebus_builds_is_internal_except_effect_keys() -> None:
+    """Effects (``ctx.effect``) may write only keys that are not hivebus's own: every key a
+    ``Keys`` method builds must count as internal, the effect namespace alone excepted."""
+    import inspect
+
+    from coordinator.keys import Keys
+
+    keys = Keys("hive")
+    samples = {"agent_id": "a-1", "signal_id": "01J0000000000000000000000A", "item_id": "01J0000000000000000000000B",
+               "decision_id": "01J0000000000000000000000C", "name": "x", "event_type": "E", "decision_type": "T",
+               "result": "ok", "signal_type": "PING", "word": "w", "scope": "stm"}
+    built = 0
+    for name, method in inspect.getmembers(keys, inspect.ismethod):
+        if name.startswith("_") or name in {"is_internal", "effect_key"}:
+            continue
+        params = [p for p in inspect.signature(method).parameters.values()
+                  if p.default is inspect.Parameter.empty]
+        if any(p.name not in samples for p in params):
+            continue
+        key = method(**{p.name: samples[p.name] for p in params})
+        if isinstance(key, str) and key.startswith("hive:"):
+            built += 1
+            assert keys.is_internal(key), f"Keys.{name}() builds {key}, which effects could write"
+    assert built >= 25
+    assert not keys.is_internal(keys.effect_key("a-1", "x"))

@@ -14,6 +14,7 @@ from agents.runner import AgentRunner
 from coordinator.acl import acl_script, agent_rule, agent_user, coordinator_rule
 from coordinator.bus import Bus
 from coordinator.connection import open_client
+from coordinator.decisions import DecisionLog
 from coordinator.keys import Keys
 from coordinator.models import Signal
 from coordinator.registry import Registry
@@ -78,6 +79,12 @@ async def test_agent_credentials_are_limited_by_redis(acl_server: RedisServer, n
         # b1 itself handles and acks its signal
         await AgentRunner(Echo("b1"), Bus(as_b1, settings), Registry(as_b1, settings)).run(
             anyio.Event(), burst=True)
+        # a1 logs a decision and, once it is archived (gone from Redis), its late outcome
+        decisions = DecisionLog(as_a1, settings)
+        decision_id = await decisions.log_decision("a1", "TRADE_EXECUTION")
+        await admin.delete(keys.decision(decision_id))
+        await decisions.log_outcome(decision_id, success=True)
+        assert await admin.hexists(keys.late_outcomes(), decision_id)
     finally:
         for client in (as_a1, as_b1, admin):
             await client.aclose()
