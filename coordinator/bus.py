@@ -105,6 +105,7 @@ class Bus:
         self.keys = Keys(settings.namespace)
         self._publish = redis.register_script(PUBLISH)
         self._settle = redis.register_script(SETTLE)
+        self._settle_loaded = False  # whether the server is known to hold the settle script
         self._subscribers: dict[str, list[str]] = {}  # signal type -> subscribers, as last seen
 
     # --- publishing ---------------------------------------------------------------
@@ -253,6 +254,9 @@ class Bus:
         (the read's entries must not be dropped with it); a failed read raises."""
         keys, args = self._settle_call(agent_id, consumer, outcomes)
         async with translate_redis_errors():
+            if not self._settle_loaded:  # else a NOSCRIPT would wait for the read to return
+                await self.redis.script_load(SETTLE)
+                self._settle_loaded = True
             pipe = self.redis.pipeline(transaction=False)
             pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
             pipe.xreadgroup(agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count,
