@@ -131,6 +131,7 @@ class Bus:
         return new
 
     async def _run_publish(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
+        self._check_lifetimes(signals)
         untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
         for attempt in range(5):
             missing = [t for t in untargeted if t not in self._subscribers]
@@ -148,6 +149,17 @@ class Bus:
                         continue
                     raise publish_error(text) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_lifetimes(self, signals: Sequence[Signal]) -> None:
+        """Refuse a signal that would outlive HIVEBUS_SIGNAL_TTL_S: retention expires inbox
+        entries by that age, and agents remember settled ids only a grace period beyond it."""
+        latest = now_s() + self.settings.signal_ttl_s + 1
+        for signal in signals:
+            if signal.expires_at > latest:
+                raise InvalidInput(
+                    f"signal {signal.signal_id} expires {signal.expires_at - now_s():.0f} s from now, "
+                    f"later than HIVEBUS_SIGNAL_TTL_S ({self.settings.signal_ttl_s} s) allows; give it "
+                    f"a shorter ttl or raise HIVEBUS_SIGNAL_TTL_S")
 
     async def _load_subscribers(self, signal_types: Sequence[str]) -> None:
         async with translate_redis_errors():

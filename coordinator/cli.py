@@ -50,9 +50,9 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus publish TYPE: publish one signal and print its id."""
     if not 0.0 <= args.confidence <= 1.0:
         raise InvalidInput(f"--confidence must be between 0 and 1, got {args.confidence}")
-    if args.ttl is not None and not 0 < args.ttl <= 30 * 86400:
-        raise InvalidInput(f"--ttl must be more than 0 and at most 30 days (2592000) in seconds, "
-                           f"got {args.ttl:g}")
+    if args.ttl is not None and not 0 < args.ttl <= settings.signal_ttl_s:
+        raise InvalidInput(f"--ttl must be more than 0 and at most HIVEBUS_SIGNAL_TTL_S "
+                           f"({settings.signal_ttl_s}) seconds, got {args.ttl:g}")
     targets = [t.strip() for t in (args.to or "").split(",") if t.strip()]
     signal = Signal.create(
         args.type,
@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--source", default=CLI_SOURCE,
                      help="source agent id (default cli: registered as a publisher, so replies wait "
                           "in its inbox)")
-    pub.add_argument("--ttl", type=float, help="seconds until the signal expires (default 24 h)")
+    pub.add_argument("--ttl", type=float,
+                     help="seconds until the signal expires (default and most: HIVEBUS_SIGNAL_TTL_S, 24 h)")
     pub.add_argument("--correlation-id", help="correlation id to carry")
     pub.add_argument("--allow-unregistered", action="store_true",
                      help="allow targets that have never registered")

@@ -87,6 +87,18 @@ async def test_oversize_payload_is_refused(redis: Any, settings: Settings) -> No
         await bus.publish(big)
 
 
+async def test_a_signal_that_would_outlive_retention_is_refused(redis: Any, settings: Settings) -> None:
+    """Retention expires inbox entries older than HIVEBUS_SIGNAL_TTL_S: a signal that expires
+    later is refused before anything is written (it would be dead-lettered EXPIRED early)."""
+    bus, keys = Bus(redis, settings), Keys(settings.namespace)
+    await register(redis, settings, "rm-1", "PING")
+    long_lived = Signal.create("PING", "cli", targets=["rm-1"], ttl_s=settings.signal_ttl_s + 60)
+    with pytest.raises(InvalidInput, match="HIVEBUS_SIGNAL_TTL_S"):
+        await bus.publish(long_lived)
+    assert await redis.xlen(keys.inbox("rm-1")) == 0
+    assert await bus.publish(Signal.create("PING", "cli", targets=["rm-1"], ttl_s=settings.signal_ttl_s))
+
+
 async def test_replicas_share_work_and_settle_acks(redis: Any, settings: Settings) -> None:
     """Two consumers of one group split the entries; settling acks them and records PROCESSED."""
     bus, keys = Bus(redis, settings), Keys(settings.namespace)

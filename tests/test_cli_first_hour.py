@@ -209,6 +209,9 @@ def test_errors_name_the_option_that_was_wrong(
         (["decision", "outcome", "01KAAAAAAAAAAAAAAAAAAAAAAD", "--success", "--metrics", "notjson"],
          "--metrics is not valid JSON"),
         (["publish", "PING", "--ttl", "0", "--allow-unregistered"], "--ttl must be more than 0"),
+        # longer than retention keeps an inbox entry: refused, not expired early
+        (["publish", "PING", "--ttl", "86401", "--allow-unregistered"],
+         "at most HIVEBUS_SIGNAL_TTL_S (86400)"),
         (["publish", "PING", "--data", "[1]"], "--data must be a JSON object"),
     ):
         result = run(env, tmp_path, *args)

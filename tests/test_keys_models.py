@@ -141,9 +141,10 @@ def test_every_key_hivebus_builds_is_internal_except_effect_keys() -> None:
     from coordinator.keys import Keys
 
     keys = Keys("hive")
-    samples = {"agent_id": "a-1", "signal_id": "01J0000000000000000000000A", "item_id": "01J0000000000000000000000B",
-               "decision_id": "01J0000000000000000000000C", "name": "x", "event_type": "E", "decision_type": "T",
-               "result": "ok", "signal_type": "PING", "word": "w", "scope": "stm"}
+    samples = {"agent_id": "a-1", "signal_id": "01J0000000000000000000000A",
+               "item_id": "01J0000000000000000000000B", "decision_id": "01J0000000000000000000000C",
+               "name": "x", "event_type": "E", "decision_type": "T", "result": "ok",
+               "signal_type": "PING", "word": "w", "scope": "stm"}
     built = 0
     for name, method in inspect.getmembers(keys, inspect.ismethod):
         if name.startswith("_") or name in {"is_internal", "effect_key"}:

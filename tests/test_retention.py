@@ -30,7 +30,7 @@ async def test_trimming_expires_what_was_never_processed(redis: Any, settings: S
         entry = await redis.xadd(keys.inbox("te-1"), signal.to_fields(), id=f"{1000 + n}-0")
         await redis.hset(keys.pending("te-1"), signal.signal_id, f"{entry} 0")
         old.append(signal)
-    fresh = Signal.create("PING", "cli", targets=["te-1"])
+    fresh = Signal.create("PING", "cli", targets=["te-1"], ttl_s=60)
     await bus.publish(fresh)
     delivered = await bus.read("te-1", "c1", count=2, block_ms=None)  # old[0], old[1]
     await bus.settle("te-1", "c1", [Outcome(delivered[0], SignalStatus.PROCESSED)])  # old[0] done
