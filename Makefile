@@ -20,8 +20,13 @@ demo: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check coordinator agents tests bench
 
+# mypy reads the package as it is imported, `hivebus` (coordinator/ and agents/ mapped into
+# it, see pyproject.toml): a tree of links under build/ shows it that way.
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy coordinator agents
+	rm -rf build/typecheck && mkdir -p build/typecheck/hivebus
+	ln -s $(CURDIR)/coordinator/* build/typecheck/hivebus/
+	ln -s $(CURDIR)/agents build/typecheck/hivebus/agents
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p hivebus
 
 pytest: $(BIN)/.installed
 	$(BIN)/pytest

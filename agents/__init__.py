@@ -1,5 +1,5 @@
 """The agent runtime (write an agent, run it as a process) and the built-in trading agents."""
 
-from agents.runtime import Agent, Context, handles
+from hivebus.agents.runtime import Agent, Context, handles
 
 __all__ = ["Agent", "Context", "handles"]

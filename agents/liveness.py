@@ -3,7 +3,7 @@ not make its replica look dead.
 
 A replica's heartbeat key says it is alive, and renewing the entries it is working on keeps
 them from looking idle; another replica takes over only entries whose owner has neither
-(:mod:`coordinator.redelivery`). Done on the event loop, both stop while a handler runs
+(:mod:`hivebus.redelivery`). Done on the event loop, both stop while a handler runs
 synchronous code, and the work is taken over although the replica is alive — then the
 replica that takes it over blocks too, and the signal goes round for ever. This thread, with
 a connection of its own, does both whatever the loop is doing, as long as the loop showed
@@ -20,11 +20,11 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from coordinator.keys import Keys
-from coordinator.logs import get_logger
-from coordinator.redelivery import renew_call
-from coordinator.scripts import RENEW
-from coordinator.settings import Settings
+from hivebus.keys import Keys
+from hivebus.logs import get_logger
+from hivebus.redelivery import renew_call
+from hivebus.scripts import RENEW
+from hivebus.settings import Settings
 
 
 class LivenessThread(threading.Thread):

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from coordinator.connection import Redis
-from coordinator.decisions import DecisionLog
-from coordinator.errors import VersionConflict
-from coordinator.events import EpisodicLog
-from coordinator.memory import MemoryItem, ShortTermMemory
-from coordinator.scoring import ConfidenceAdjustment, adjust_confidence
-from coordinator.settings import Settings
-from coordinator.state import AgentState, StateStore, StateType
-from coordinator.store import MemoryPattern, SQLiteStore
+from hivebus.connection import Redis
+from hivebus.decisions import DecisionLog
+from hivebus.errors import VersionConflict
+from hivebus.events import EpisodicLog
+from hivebus.memory import MemoryItem, ShortTermMemory
+from hivebus.scoring import ConfidenceAdjustment, adjust_confidence
+from hivebus.settings import Settings
+from hivebus.state import AgentState, StateStore, StateType
+from hivebus.store import MemoryPattern, SQLiteStore
 
 OUTCOME_KIND = "outcome"
 WIN_RATE_LOOKBACK = 20

@@ -3,10 +3,10 @@
 The consume loop reads with a blocking ``XREADGROUP`` (no polling sleeps), handles
 each signal of the batch, then settles the whole batch in one fenced script call (the
 handlers' effects apply only for entries this replica still owns and has not settled:
-:mod:`coordinator.scripts`). Due retries and the work of dead or stalled replicas are
+:mod:`hivebus.scripts`). Due retries and the work of dead or stalled replicas are
 claimed before new entries; a lost consumer group is recreated; a key of this agent's
 edited into the wrong type is set aside. Liveness (heartbeat, claim renewal) runs in a
-thread when the runner has a client for one (:mod:`agents.liveness`). A stop request
+thread when the runner has a client for one (:mod:`hivebus.agents.liveness`). A stop request
 (SIGTERM / SIGINT) lets the batch in hand finish and be settled before the agent
 deregisters. ``burst=True`` processes until the inbox is empty and returns, for tests and
 one-shot jobs.
@@ -28,20 +28,20 @@ from anyio.abc import TaskStatus
 from redis.exceptions import RedisError
 from structlog.contextvars import bound_contextvars
 
-from agents.liveness import LivenessThread
-from agents.memory import AgentMemory
-from agents.runtime import Agent, Context
-from coordinator.bus import Bus, Delivery, Outcome, Settled, entry_order
-from coordinator.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
-from coordinator.logs import get_logger, handling
-from coordinator.models import SignalStatus, now_s
-from coordinator.redelivery import Redelivery
-from coordinator.registry import Instance, Registry
+from hivebus.agents.liveness import LivenessThread
+from hivebus.agents.memory import AgentMemory
+from hivebus.agents.runtime import Agent, Context
+from hivebus.bus import Bus, Delivery, Outcome, Settled, entry_order
+from hivebus.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
+from hivebus.logs import get_logger, handling
+from hivebus.models import SignalStatus, now_s
+from hivebus.redelivery import Redelivery
+from hivebus.registry import Instance, Registry
 
 BUILTIN_AGENTS = {
-    "market-hunter": "agents.builtin.market_hunter:MarketHunter",
-    "risk-manager": "agents.builtin.risk_manager:RiskManager",
-    "trade-executor": "agents.builtin.trade_executor:TradeExecutor",
+    "market-hunter": "hivebus.agents.builtin.market_hunter:MarketHunter",
+    "risk-manager": "hivebus.agents.builtin.risk_manager:RiskManager",
+    "trade-executor": "hivebus.agents.builtin.trade_executor:TradeExecutor",
 }
 
 MAX_REASON = 500

@@ -10,7 +10,7 @@
             await ctx.publish("PONG", to=[signal.source_agent])
 
 A signal published through ``ctx`` while handling carries ``causation_id`` = the
-handled signal's id and keeps its ``correlation_id``. :mod:`agents.runner` runs
+handled signal's id and keeps its ``correlation_id``. :mod:`hivebus.agents.runner` runs
 an agent as a process.
 """
 
@@ -19,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from coordinator.bus import Bus
-from coordinator.effects import Effect, make_effect
-from coordinator.ids import derived_id
-from coordinator.keys import check_item_id, check_signal_type
-from coordinator.models import Severity, Signal
+from hivebus.bus import Bus
+from hivebus.effects import Effect, make_effect
+from hivebus.ids import derived_id
+from hivebus.keys import check_item_id, check_signal_type
+from hivebus.models import Severity, Signal
 
 if TYPE_CHECKING:
-    from agents.memory import AgentMemory
+    from hivebus.agents.memory import AgentMemory
 
 Handler = Callable[[Any, Signal, "Context"], Awaitable[None]]
 H = TypeVar("H", bound=Handler)

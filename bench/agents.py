@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.runtime import Agent, Context, handles
-from coordinator.models import Signal
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.models import Signal
 
 
 class Counter(Agent):

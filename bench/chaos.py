@@ -52,16 +52,16 @@ from typing import Any
 import anyio
 from redis import exceptions as redis_errors
 
-from agents.runtime import Context, handles
 from bench.agents import Counter
-from coordinator.bus import Bus
-from coordinator.connection import open_client
-from coordinator.errors import RedisUnavailable
-from coordinator.keys import Keys
-from coordinator.logs import get_logger
-from coordinator.managed_redis import find_binaries, free_port
-from coordinator.models import TERMINAL_STATUSES, Signal, SignalStatus
-from coordinator.settings import Settings
+from hivebus.agents.runtime import Context, handles
+from hivebus.bus import Bus
+from hivebus.connection import open_client
+from hivebus.errors import RedisUnavailable
+from hivebus.keys import Keys
+from hivebus.logs import get_logger
+from hivebus.managed_redis import find_binaries, free_port
+from hivebus.models import TERMINAL_STATUSES, Signal, SignalStatus
+from hivebus.settings import Settings
 
 AGENTS = ("w1", "w2", "w3")
 REPLICAS = 2
@@ -238,7 +238,7 @@ class _Processes:
         path = self.logs / f"{agent_id}-{len(self.all)}.log"
         with open(path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "coordinator", "agent", "run", spec, "--id", agent_id],
+                [sys.executable, "-m", "hivebus", "agent", "run", spec, "--id", agent_id],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent)
         self.all.append(proc)

@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from coordinator.bus import Bus
-from coordinator.connection import open_client
-from coordinator.keys import Keys
-from coordinator.memory import ShortTermMemory
-from coordinator.models import Severity, Signal
-from coordinator.registry import Instance, Registry
-from coordinator.settings import Settings
-from coordinator.state import AgentState, StateStore
+from hivebus.bus import Bus
+from hivebus.connection import open_client
+from hivebus.keys import Keys
+from hivebus.memory import ShortTermMemory
+from hivebus.models import Severity, Signal
+from hivebus.registry import Instance, Registry
+from hivebus.settings import Settings
+from hivebus.state import AgentState, StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = {"amount_btc": 1500.0, "price": 45000.0, "direction": 1.0}
@@ -60,7 +60,7 @@ def whale(n: int, targets: list[str]) -> Signal:
 
 
 def _agent(env: Env, spec: str, agent_id: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "coordinator", "agent", "run", spec, "--id", agent_id],
+    return subprocess.Popen([sys.executable, "-m", "hivebus", "agent", "run", spec, "--id", agent_id],
                             env=env.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -244,7 +244,7 @@ async def memory_per_signal(env: Env, count: int) -> dict[str, float]:
     """Redis bytes per retained, unsettled signal per target (nothing trimmed), then how many of
     5,000 signals a second agent's inbox takes with HIVEBUS_INBOX_MAX=1000 and nobody settling
     (backpressure: a publish that would go past it raises InboxFull and writes nothing)."""
-    from coordinator.errors import InboxFull
+    from hivebus.errors import InboxFull
 
     client = open_client(env.url)
     await client.flushall()
@@ -312,7 +312,7 @@ def coordinator_pass(env: Env, decisions: int) -> dict[str, float]:
     write_decisions(env.url, env.namespace, decisions, seed=1)
     child_env = {**env.child_env(), "HIVEBUS_STORE": str(env.workdir / f"{env.namespace}.sqlite3")}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "coordinator", "coordinator", "--once"], env=child_env,
+    subprocess.run([sys.executable, "-m", "hivebus", "coordinator", "--once"], env=child_env,
                    check=True, capture_output=True)
     seconds = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -320,7 +320,7 @@ def coordinator_pass(env: Env, decisions: int) -> dict[str, float]:
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "coordinator", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hivebus", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -388,8 +388,8 @@ none in steady state (registration's transactions happen before the stats are re
 
 
 def script_commands() -> frozenset[str]:
-    """Every command a hivebus Lua script may call (read from coordinator.scripts), plus effects."""
-    from coordinator import scripts
+    """Every command a hivebus Lua script may call (read from hivebus.scripts), plus effects."""
+    from hivebus import scripts
 
     # every quoted upper-case word: commands called directly or through a helper (must('hash',
     # 'HGET', ...)); the words that are not commands (statuses, options) match no cmdstat line

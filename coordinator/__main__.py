@@ -1,5 +1,5 @@
-"""``python -m coordinator`` is the ``hivebus`` command."""
+"""``python -m hivebus`` is the ``hivebus`` command."""
 
-from coordinator.cli import main
+from hivebus.cli import main
 
 main()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from coordinator.keys import Keys, check_agent_id, tag
+from hivebus.keys import Keys, check_agent_id, tag
 
 PASSWORD_PLACEHOLDER = "REPLACE_WITH_A_SECRET"
 COMMANDS = ("+@read +@write +@stream +@hash +@set +@sortedset +@string +@list +@keyspace "

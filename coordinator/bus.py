@@ -21,13 +21,13 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.effects import Effect
-from coordinator.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
-from coordinator.keys import Keys, check_signal_id
-from coordinator.models import Signal, SignalStatus, now_s
-from coordinator.scripts import PUBLISH, SETTLE
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.effects import Effect
+from hivebus.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
+from hivebus.keys import Keys, check_signal_id
+from hivebus.models import Signal, SignalStatus, now_s
+from hivebus.scripts import PUBLISH, SETTLE
+from hivebus.settings import Settings
 
 DLQ_MAXLEN = 100_000
 PUBLISH_CHUNK = 256  # signals per publish-script call: one round trip, Redis busy ~6 ms at most

@@ -17,20 +17,20 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
-from coordinator import __version__
-from coordinator.bus import Bus, TargetStatus
-from coordinator.cli_common import Parser, fail, listing, positive_int, with_redis
-from coordinator.cli_ltm import add_knowledge_commands, add_ltm_commands
-from coordinator.cli_memory import add_memory_commands
-from coordinator.connection import connected, open_sync_client, redis_endpoint
-from coordinator.errors import HivebusError, InvalidInput, RedisUnavailable, first_leaf
-from coordinator.logs import configure_logging
-from coordinator.managed_redis import find_cli
-from coordinator.models import Signal, SignalStatus, parse_json_object, parse_severity
-from coordinator.output import ago, clock, clock_of, print_json, print_table
-from coordinator.registry import AgentInfo, Registry
-from coordinator.settings import Settings, load_settings, redact_url
-from coordinator.views import (
+from hivebus import __version__
+from hivebus.bus import Bus, TargetStatus
+from hivebus.cli_common import Parser, fail, listing, positive_int, with_redis
+from hivebus.cli_ltm import add_knowledge_commands, add_ltm_commands
+from hivebus.cli_memory import add_memory_commands
+from hivebus.connection import connected, open_sync_client, redis_endpoint
+from hivebus.errors import HivebusError, InvalidInput, RedisUnavailable, first_leaf
+from hivebus.logs import configure_logging
+from hivebus.managed_redis import find_cli
+from hivebus.models import Signal, SignalStatus, parse_json_object, parse_severity
+from hivebus.output import ago, clock, clock_of, print_json, print_table
+from hivebus.registry import AgentInfo, Registry
+from hivebus.settings import Settings, load_settings, redact_url
+from hivebus.views import (
     agent_json,
     dead_letter_json,
     set_aside_json,
@@ -164,7 +164,7 @@ async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus dlq list|show|replay|purge AGENT …: an agent's dead letters."""
-    from coordinator.dlq import DeadLetters
+    from hivebus.dlq import DeadLetters
 
     async def body(redis: Any) -> int:
         letters = DeadLetters(redis, settings)
@@ -199,7 +199,7 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus feed: publish seeded MARKET_TICK signals."""
-    from coordinator.feed import run_feed
+    from hivebus.feed import run_feed
 
     async def body(redis: Any) -> int:
         ids = await run_feed(
@@ -255,8 +255,8 @@ async def cmd_agent_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent run SPEC --id ID: run one agent in this process until SIGTERM/SIGINT."""
-    from agents.runner import AgentRunner, load_agent_class, stop_on_signals
-    from coordinator.keys import check_agent_id
+    from hivebus.agents.runner import AgentRunner, load_agent_class, stop_on_signals
+    from hivebus.keys import check_agent_id
 
     agent_cls = load_agent_class(args.spec)
     agent = agent_cls(check_agent_id(args.id))
@@ -278,9 +278,9 @@ async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus coordinator: lead or stand by until SIGTERM/SIGINT (or one pass with --once)."""
-    from agents.runner import stop_on_signals
-    from coordinator.service import Coordinator
-    from coordinator.store import SQLiteStore
+    from hivebus.agents.runner import stop_on_signals
+    from hivebus.service import Coordinator
+    from hivebus.store import SQLiteStore
 
     store = await SQLiteStore.open(settings.store_path)
     try:
@@ -319,7 +319,7 @@ def _progress_printer() -> Callable[[str, int, int], None]:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus demo: the three-agent desk as separate processes."""
-    from coordinator.demo import run_demo
+    from hivebus.demo import run_demo
 
     return await run_demo(settings, cycles=args.cycles, seed=args.seed, speed=args.speed,
                           keep_running=args.keep_running, fresh=args.fresh, chaos=args.chaos)
@@ -327,8 +327,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus set-aside list|clear: records the coordinator set aside, with their reason."""
-    from coordinator.keys import Keys
-    from coordinator.set_aside import SetAside
+    from hivebus.keys import Keys
+    from hivebus.set_aside import SetAside
 
     async def body(redis: Any) -> int:
         aside = SetAside(redis, Keys(settings.namespace))
@@ -351,8 +351,8 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
-    from coordinator.keys import Keys
-    from coordinator.store import SQLiteStore
+    from hivebus.keys import Keys
+    from hivebus.store import SQLiteStore
 
     with redis_endpoint(settings) as url:
         async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
@@ -398,7 +398,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _name_skipped(registry: Registry) -> None:
     """One line on stderr naming registry members that are not agent ids (left out)."""
     if registry.skipped:
-        from coordinator.bus import printable
+        from hivebus.bus import printable
 
         names = ", ".join(repr(printable(a)[:80]) for a in registry.skipped[:5])
         more = f" and {len(registry.skipped) - 5} more" if len(registry.skipped) > 5 else ""
@@ -409,9 +409,9 @@ def _name_skipped(registry: Registry) -> None:
 
 async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
-    from coordinator.acl import acl_script, acl_users
-    from coordinator.keys import Keys, check_agent_id
-    from coordinator.views import acl_user_json
+    from hivebus.acl import acl_script, acl_users
+    from hivebus.keys import Keys, check_agent_id
+    from hivebus.views import acl_user_json
 
     agent_ids = [check_agent_id(a) for a in args.agent_ids]
     if not agent_ids:
@@ -435,7 +435,7 @@ async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus reset --yes: delete every key of the namespace (start fresh)."""
-    from coordinator.preflight import reset_namespace
+    from hivebus.preflight import reset_namespace
 
     if not args.yes:
         raise InvalidInput(f"'hivebus reset' deletes every key of namespace {settings.namespace!r} "

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from coordinator.connection import connected, redis_endpoint
-from coordinator.settings import Settings
+from hivebus.connection import connected, redis_endpoint
+from hivebus.settings import Settings
 
 
 def one_line(text: str) -> str:

@@ -7,12 +7,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from coordinator.cli_common import Parser, listing
-from coordinator.keys import check_agent_id
-from coordinator.output import clock, clock_of, print_json, print_table
-from coordinator.settings import Settings
-from coordinator.store import MemoryPattern, SQLiteStore
-from coordinator.views import pattern_json, pattern_version_json
+from hivebus.cli_common import Parser, listing
+from hivebus.keys import check_agent_id
+from hivebus.output import clock, clock_of, print_json, print_table
+from hivebus.settings import Settings
+from hivebus.store import MemoryPattern, SQLiteStore
+from hivebus.views import pattern_json, pattern_version_json
 
 
 async def with_store(settings: Settings, body: Callable[[SQLiteStore], Awaitable[int]]) -> int:
@@ -137,8 +137,8 @@ def add_ltm_commands(sub: Any) -> None:
 
 async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus procedures …: list, add, show, run, history, rollback."""
-    from coordinator.models import parse_json_object
-    from coordinator.procedural import ProceduralMemory
+    from hivebus.models import parse_json_object
+    from hivebus.procedural import ProceduralMemory
 
     async def body(store: SQLiteStore) -> int:
         memory = ProceduralMemory(store)
@@ -157,7 +157,7 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 steps = json.loads(args.steps)
             except json.JSONDecodeError as exc:
-                from coordinator.errors import InvalidInput
+                from hivebus.errors import InvalidInput
 
                 raise InvalidInput(f"--steps is not valid JSON: {exc.msg}") from None
             params = parse_json_object(args.params, "--params") if args.params else {}
@@ -182,8 +182,8 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_concepts(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus concepts …: add, search, related."""
-    from coordinator.errors import InvalidInput
-    from coordinator.procedural import ProceduralMemory
+    from hivebus.errors import InvalidInput
+    from hivebus.procedural import ProceduralMemory
 
     async def body(store: SQLiteStore) -> int:
         memory = ProceduralMemory(store)

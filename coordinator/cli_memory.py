@@ -9,16 +9,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from coordinator.bus import Bus
-from coordinator.cli_common import Parser, listing, positive_int, with_redis
-from coordinator.decisions import DecisionLog, DecisionRecord
-from coordinator.errors import HivebusError, InvalidInput, NotFound
-from coordinator.keys import check_agent_id
-from coordinator.memory import ShortTermMemory
-from coordinator.output import clock, clock_of, print_json, print_table
-from coordinator.settings import Settings
-from coordinator.state import StateStore, StateType
-from coordinator.views import (
+from hivebus.bus import Bus
+from hivebus.cli_common import Parser, listing, positive_int, with_redis
+from hivebus.decisions import DecisionLog, DecisionRecord
+from hivebus.errors import HivebusError, InvalidInput, NotFound
+from hivebus.keys import check_agent_id
+from hivebus.memory import ShortTermMemory
+from hivebus.output import clock, clock_of, print_json, print_table
+from hivebus.settings import Settings
+from hivebus.state import StateStore, StateType
+from hivebus.views import (
     config_change_json,
     decision_json,
     linked_signal_json,
@@ -166,7 +166,7 @@ def _parse_since(text: str | None) -> float | None:
 @contextlib.asynccontextmanager
 async def _archive(settings: Settings) -> AsyncIterator[Any]:
     """The durable store when its file exists (decision queries then span it), else None."""
-    from coordinator.store import SQLiteStore
+    from hivebus.store import SQLiteStore
 
     if not settings.store_path.exists():
         yield None
@@ -253,7 +253,7 @@ async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int
 
 async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus decision outcome ID --success|--failure: attach a decision's outcome (once)."""
-    from coordinator.models import parse_json_object
+    from hivebus.models import parse_json_object
 
     metrics = parse_json_object(args.metrics, "--metrics") if args.metrics else {}
 

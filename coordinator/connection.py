@@ -1,6 +1,6 @@
 """Where hivebus meets redis-py: resolving the URL, opening clients, translating errors.
 
-redis-py exceptions become :class:`~coordinator.errors.RedisUnavailable` here and
+redis-py exceptions become :class:`~hivebus.errors.RedisUnavailable` here and
 nowhere else, with any password in the URL redacted from the message.
 """
 
@@ -17,9 +17,9 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from coordinator import managed_redis
-from coordinator.errors import HivebusError, RedisUnavailable
-from coordinator.settings import Settings, redact_url
+from hivebus import managed_redis
+from hivebus.errors import HivebusError, RedisUnavailable
+from hivebus.settings import Settings, redact_url
 
 # redis-py annotates replies as ``bytes | str`` whatever ``decode_responses`` says; our clients
 # always decode, so library code treats the client as untyped and types what it returns.
@@ -115,13 +115,13 @@ async def connected(
     """Open a client, check it answers PING, and close it on exit. Raises RedisUnavailable.
 
     With ``settings`` (and ``check``), also refuses a server that evicts keys or holds data of
-    another key layout (:mod:`coordinator.preflight`; raises UnsafeRedis)."""
+    another key layout (:mod:`hivebus.preflight`; raises UnsafeRedis)."""
     client = open_client(url, client_name=client_name, settings=settings)
     try:
         async with translate_redis_errors(url):
             await _ping_until_loaded(client)
         if settings is not None and check:
-            from coordinator.preflight import check_server
+            from hivebus.preflight import check_server
 
             await check_server(client, settings)
         yield client

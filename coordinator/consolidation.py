@@ -21,17 +21,17 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.decisions import DecisionOutcome, DecisionRecord, indexed_type
-from coordinator.errors import InvalidId, NotLeader, RedisUnavailable
-from coordinator.keys import Keys, check_agent_id, check_item_id
-from coordinator.learning import Thresholds, credits_for
-from coordinator.logs import get_logger
-from coordinator.models import now_s
-from coordinator.retention import Retention
-from coordinator.set_aside import SetAside
-from coordinator.settings import Settings
-from coordinator.store import SQLiteStore
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.decisions import DecisionOutcome, DecisionRecord, indexed_type
+from hivebus.errors import InvalidId, NotLeader, RedisUnavailable
+from hivebus.keys import Keys, check_agent_id, check_item_id
+from hivebus.learning import Thresholds, credits_for
+from hivebus.logs import get_logger
+from hivebus.models import now_s
+from hivebus.retention import Retention
+from hivebus.set_aside import SetAside
+from hivebus.settings import Settings
+from hivebus.store import SQLiteStore
 
 BATCH = 1000
 Progress = Callable[[str, int, int], None]

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
-from coordinator.ids import new_id
-from coordinator.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
-from coordinator.models import describe_validation_error, now_s
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
+from hivebus.ids import new_id
+from hivebus.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
+from hivebus.models import describe_validation_error, now_s
+from hivebus.settings import Settings
 
 if TYPE_CHECKING:
-    from coordinator.store import SQLiteStore
+    from hivebus.store import SQLiteStore
 
 # KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
 #       pending index of this type, 5 its ok / failed index, 6 the same of this type.

@@ -21,19 +21,19 @@ from typing import Any
 
 import anyio
 
-from coordinator.bus import Bus
-from coordinator.connection import connected, redis_endpoint
-from coordinator.demo_report import AGENTS, Report, Tick, print_report
-from coordinator.errors import HivebusError
-from coordinator.feed import FEED_AGENT_ID
-from coordinator.keys import Keys
-from coordinator.market import MarketSimulator
-from coordinator.models import TERMINAL_STATUSES, Signal
-from coordinator.preflight import check_server, reset_namespace
-from coordinator.registry import Registry
-from coordinator.settings import Settings, redact_url
-from coordinator.state import StateStore
-from coordinator.store import SQLiteStore
+from hivebus.bus import Bus
+from hivebus.connection import connected, redis_endpoint
+from hivebus.demo_report import AGENTS, Report, Tick, print_report
+from hivebus.errors import HivebusError
+from hivebus.feed import FEED_AGENT_ID
+from hivebus.keys import Keys
+from hivebus.market import MarketSimulator
+from hivebus.models import TERMINAL_STATUSES, Signal
+from hivebus.preflight import check_server, reset_namespace
+from hivebus.registry import Registry
+from hivebus.settings import Settings, redact_url
+from hivebus.state import StateStore
+from hivebus.store import SQLiteStore
 
 STARTUP_TIMEOUT_S = 30.0
 TICK_TIMEOUT_S = 60.0
@@ -59,7 +59,7 @@ class Desk:
 
     def start(self, name: str, argv: list[str]) -> Child:
         with open(self.logs / f"{name}.log", "ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "coordinator", *argv], env=self.env,
+            process = subprocess.Popen([sys.executable, "-m", "hivebus", *argv], env=self.env,
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         self.children[name] = Child(name, argv, process)
         return self.children[name]
@@ -264,7 +264,7 @@ async def _chaos(redis: Any, settings: Settings, desk: Desk, report: Report, cyc
 
 async def _final_pass(redis: Any, settings: Settings, report: Report) -> None:
     """Learn from the last outcomes once the coordinator process has stopped."""
-    from coordinator.service import Coordinator
+    from hivebus.service import Coordinator
 
     child_settings = settings.model_copy(update={"lease_ttl_s": 2.0})
     store = await SQLiteStore.open(settings.store_path)

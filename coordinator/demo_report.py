@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.bus import Bus
-from coordinator.decisions import DecisionLog
-from coordinator.keys import Keys
-from coordinator.models import TERMINAL_STATUSES
-from coordinator.output import print_table
-from coordinator.settings import Settings
-from coordinator.state import StateStore
-from coordinator.store import MemoryPattern, SQLiteStore
+from hivebus.bus import Bus
+from hivebus.decisions import DecisionLog
+from hivebus.keys import Keys
+from hivebus.models import TERMINAL_STATUSES
+from hivebus.output import print_table
+from hivebus.settings import Settings
+from hivebus.state import StateStore
+from hivebus.store import MemoryPattern, SQLiteStore
 
 AGENTS = ("market-hunter", "risk-manager", "trade-executor")
 LATENCY_WINDOW = 200  # ticks compared at the start and at the end of a run (a fifth of a shorter one)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import HivebusError, NotFound
-from coordinator.keys import Keys, check_agent_id, check_signal_id
-from coordinator.scripts import REPLAY
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import HivebusError, NotFound
+from hivebus.keys import Keys, check_agent_id, check_signal_id
+from hivebus.scripts import REPLAY
+from hivebus.settings import Settings
 
 
 class DeadLetters:

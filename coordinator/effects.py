@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import TypeAlias
 
-from coordinator.errors import InvalidInput
-from coordinator.keys import Keys
+from hivebus.errors import InvalidInput
+from hivebus.keys import Keys
 
 Effect: TypeAlias = tuple[str, ...]
 """One effect: the command name, the key, then the arguments, all as text."""

@@ -19,7 +19,7 @@
     └── ManagedRedisError             the managed local redis-server failed to start
 
 redis-py errors are translated into ``RedisUnavailable`` at one boundary
-(:func:`coordinator.connection.translate_redis_errors`).
+(:func:`hivebus.connection.translate_redis_errors`).
 """
 
 from __future__ import annotations

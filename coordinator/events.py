@@ -18,11 +18,11 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidInput
-from coordinator.keys import Keys, check_signal_type
-from coordinator.scoring import words
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import InvalidInput
+from hivebus.keys import Keys, check_signal_type
+from hivebus.scoring import words
+from hivebus.settings import Settings
 
 # KEYS: 1 the agent's events, 2 its events of this type, 3 the word index, 4 its time index.
 # ARGV: 1 maxlen, 2 type, 3 payload, then the words to index ('' alone: too many to index).

@@ -21,18 +21,18 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from coordinator import managed_redis
-from coordinator.bus import Bus
-from coordinator.connection import connected, open_sync_client
-from coordinator.decisions import DecisionLog
-from coordinator.models import Severity, Signal
-from coordinator.registry import Registry
-from coordinator.settings import Settings, load_settings
-from coordinator.store import MemoryPattern, SQLiteStore
+from hivebus import managed_redis
+from hivebus.bus import Bus
+from hivebus.connection import connected, open_sync_client
+from hivebus.decisions import DecisionLog
+from hivebus.models import Severity, Signal
+from hivebus.registry import Registry
+from hivebus.settings import Settings, load_settings
+from hivebus.store import MemoryPattern, SQLiteStore
 
 if TYPE_CHECKING:
-    from agents.memory import AgentMemory
-    from agents.runtime import Agent
+    from hivebus.agents.memory import AgentMemory
+    from hivebus.agents.runtime import Agent
 
 APP_SOURCE = "app"
 
@@ -150,7 +150,7 @@ class Hivebus:
     async def run(self, agent: Agent) -> RunningAgent:
         """Run ``agent`` in this process, beside the caller, until :meth:`RunningAgent.stop` or
         until this connection closes; return once it is registered and reading its inbox."""
-        from agents.runner import AgentRunner
+        from hivebus.agents.runner import AgentRunner
 
         running = RunningAgent(agent)
         liveness = open_sync_client(self.url, client_name=f"hivebus-agent-{agent.agent_id}",
@@ -170,7 +170,7 @@ class Hivebus:
 
     def memory(self, agent_id: str) -> AgentMemory:
         """An agent's memory (state, short-term memory, decisions, events), as its handlers see it."""
-        from agents.memory import AgentMemory
+        from hivebus.agents.memory import AgentMemory
 
         return AgentMemory(self.redis, self.settings, agent_id)
 

@@ -1,6 +1,6 @@
 """``hivebus feed``: publishes the seeded market's ticks as MARKET_TICK signals, paced by time.
 
-The demo drives the same market in lock-step instead (:mod:`coordinator.demo`).
+The demo drives the same market in lock-step instead (:mod:`hivebus.demo`).
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 
 import anyio
 
-from coordinator.bus import Bus
-from coordinator.market import MarketSimulator
-from coordinator.models import Signal
+from hivebus.bus import Bus
+from hivebus.market import MarketSimulator
+from hivebus.models import Signal
 
 FEED_AGENT_ID = "market-feed"
 
 
 def ticks(seed: int) -> Iterator[dict[str, Any]]:
-    """Yield the seeded market's ticks forever (see :mod:`coordinator.market`)."""
+    """Yield the seeded market's ticks forever (see :mod:`hivebus.market`)."""
     market = MarketSimulator(seed)
     while True:
         yield market.tick()

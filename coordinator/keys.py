@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from coordinator.errors import InvalidId
+from hivebus.errors import InvalidId
 
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SIGNAL_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.decisions import DecisionRecord
+from hivebus.decisions import DecisionRecord
 
 MAX_FEATURES = 8
 

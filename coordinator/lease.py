@@ -11,9 +11,9 @@ are refused.
 
 from __future__ import annotations
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.keys import Keys
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.keys import Keys
+from hivebus.settings import Settings
 
 # KEYS: 1 lease, 2 epoch counter. ARGV: 1 instance id, 2 ttl ms, 3 lowest epoch allowed minus 1
 # (the store's highest). Returns the epoch held by this instance, or 0 when another one holds

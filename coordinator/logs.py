@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from coordinator.settings import Settings
+from hivebus.settings import Settings
 
 _PASSWORD_IN_URL = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.errors import ManagedRedisError
+from hivebus.errors import ManagedRedisError
 
 MIN_VERSION = (6, 2)
 RUNTIME_FILE = "redis.json"

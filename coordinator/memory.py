@@ -2,10 +2,10 @@
 
 Each item is a hash with its own key-level TTL (``PEXPIRE``, so it works on Redis 6.2).
 Items are private to their agent unless written with a list of agents (or ``*``) that
-may read them. Every read goes through indexes (:mod:`coordinator.memory_index`): recall
+may read them. Every read goes through indexes (:mod:`hivebus.memory_index`): recall
 reads the best-ranked items of the lists that can hold the answer until it is sure of it,
 ``recent`` pages a time index, so what a read costs follows its answer, not the history.
-The ranking rule is in :mod:`coordinator.scoring`.
+The ranking rule is in :mod:`hivebus.scoring`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidInput
-from coordinator.ids import new_id
-from coordinator.keys import Keys, check_agent_id
-from coordinator.memory_index import (
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import InvalidInput
+from hivebus.ids import new_id
+from hivebus.keys import Keys, check_agent_id
+from hivebus.memory_index import (
     MAX_QUERY_WORDS,
     PURGE_BATCH,
     REMEMBER,
@@ -33,9 +33,9 @@ from coordinator.memory_index import (
     decayed_bound,
     rank_key,
 )
-from coordinator.models import describe_validation_error, now_s
-from coordinator.scoring import relevance, words
-from coordinator.settings import Settings
+from hivebus.models import describe_validation_error, now_s
+from hivebus.scoring import relevance, words
+from hivebus.settings import Settings
 
 EVERYONE = "*"
 MAX_CONTENT = 10_000
@@ -230,7 +230,7 @@ class ShortTermMemory:
     ) -> list[tuple[float, MemoryItem]]:
         """The ``topk`` most relevant items (relevance, item), best first: the same answer as
         ranking every item by the README's formula (ties: newest first), found through the
-        indexes (see :mod:`coordinator.memory_index`)."""
+        indexes (see :mod:`hivebus.memory_index`)."""
         if topk <= 0:
             return []
         now, half_life = self.clock(), self.settings.recall_half_life_s

@@ -37,7 +37,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from coordinator.keys import Keys, tag
+from hivebus.keys import Keys, tag
 
 TERMS_SEPARATOR = "\x1f"
 FIRST_PAGE = 32

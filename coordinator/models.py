@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from coordinator.errors import InvalidInput
-from coordinator.ids import new_id
-from coordinator.keys import check_agent_id, check_signal_id, check_signal_type
+from hivebus.errors import InvalidInput
+from hivebus.ids import new_id
+from hivebus.keys import check_agent_id, check_signal_id, check_signal_type
 
 DEFAULT_TTL_S = 24 * 3600
 

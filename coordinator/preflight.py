@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import UnsafeRedis
-from coordinator.keys import LAYOUT_VERSION, Keys
-from coordinator.logs import get_logger
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import UnsafeRedis
+from hivebus.keys import LAYOUT_VERSION, Keys
+from hivebus.logs import get_logger
+from hivebus.settings import Settings
 
 
 async def check_server(redis: Redis, settings: Settings) -> None:

@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from coordinator.errors import InvalidInput, NotFound
-from coordinator.scoring import words
-from coordinator.store import SQLiteStore
+from hivebus.errors import InvalidInput, NotFound
+from hivebus.scoring import words
+from hivebus.store import SQLiteStore
 
 StepFn = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any] | None] | dict[str, Any] | None]
 STEPS: dict[str, StepFn] = {}

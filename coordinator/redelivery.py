@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from coordinator.bus import Bus, Delivery, decode_delivery, entry_order, printable
-from coordinator.connection import translate_redis_errors
-from coordinator.errors import InvalidId
-from coordinator.keys import Keys
-from coordinator.models import now_s
-from coordinator.scripts import CLAIM_DUE, RENEW
+from hivebus.bus import Bus, Delivery, decode_delivery, entry_order, printable
+from hivebus.connection import translate_redis_errors
+from hivebus.errors import InvalidId
+from hivebus.keys import Keys
+from hivebus.models import now_s
+from hivebus.scripts import CLAIM_DUE, RENEW
 
 
 def renew_call(keys: Keys, agent_id: str, consumer: str,

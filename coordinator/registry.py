@@ -15,11 +15,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidInput, NotFound
-from coordinator.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
-from coordinator.models import now_s
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import InvalidInput, NotFound
+from hivebus.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
+from hivebus.models import now_s
+from hivebus.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 * **Signal streams** are trimmed by age: an inbox entry older than the signal TTL that its
   agent has not settled (still pending, or never delivered) is first marked EXPIRED, written
   to the agent's dead-letter stream with the reason, and acked, in the same script call that
-  trims it (:data:`coordinator.scripts.EXPIRE`, a bounded batch per call). The signal log is
+  trims it (:data:`hivebus.scripts.EXPIRE`, a bounded batch per call). The signal log is
   trimmed by the same age. (Agents trim their settled entries past ``HIVEBUS_INBOX_RETAIN``
   as they settle; nothing unsettled is ever trimmed.)
 * **Dead agents** (no live replica, status ``dead``, unseen for the grace period) leave
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.bus import DLQ_MAXLEN
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import RedisUnavailable
-from coordinator.keys import Keys, check_agent_id
-from coordinator.logs import get_logger
-from coordinator.memory import ShortTermMemory
-from coordinator.models import now_s
-from coordinator.registry import Registry
-from coordinator.scripts import EXPIRE
-from coordinator.set_aside import SetAside
-from coordinator.settings import Settings
+from hivebus.bus import DLQ_MAXLEN
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import RedisUnavailable
+from hivebus.keys import Keys, check_agent_id
+from hivebus.logs import get_logger
+from hivebus.memory import ShortTermMemory
+from hivebus.models import now_s
+from hivebus.registry import Registry
+from hivebus.scripts import EXPIRE
+from hivebus.set_aside import SetAside
+from hivebus.settings import Settings
 
 BATCH = 500
 

@@ -1,11 +1,11 @@
 """The coordinator service: one async loop that leads (or stands by) and keeps the team's memory.
 
-Several coordinators may run; the one holding the lease (:mod:`coordinator.lease`)
+Several coordinators may run; the one holding the lease (:mod:`hivebus.lease`)
 leads, the others stand by and take over within the lease TTL when it dies. The
 leader removes agent instances whose heartbeat expired (marking an agent with none left
 ``dead``) every half heartbeat TTL, and every ``consolidate_interval_s`` runs a consolidation
 pass: learn from outcomes, promote patterns, archive aged decisions
-(:mod:`coordinator.consolidation`). While a pass runs, a task renews the lease every third
+(:mod:`hivebus.consolidation`). While a pass runs, a task renews the lease every third
 of its TTL, so a long pass never lets a standby take over; a lease lost anyway (Redis
 paused past the TTL) stops the pass at once. A lease is taken with an epoch above the
 highest the store has seen, so a Redis that started over does not lock the coordinators
@@ -21,15 +21,15 @@ import socket
 import anyio
 from anyio.abc import TaskStatus
 
-from coordinator.connection import Redis
-from coordinator.consolidation import Consolidator, PassResult, Progress
-from coordinator.errors import HivebusError, NotLeader, RedisUnavailable, first_leaf
-from coordinator.lease import Lease
-from coordinator.logs import get_logger
-from coordinator.models import now_s
-from coordinator.registry import Registry
-from coordinator.settings import Settings
-from coordinator.store import SQLiteStore
+from hivebus.connection import Redis
+from hivebus.consolidation import Consolidator, PassResult, Progress
+from hivebus.errors import HivebusError, NotLeader, RedisUnavailable, first_leaf
+from hivebus.lease import Lease
+from hivebus.logs import get_logger
+from hivebus.models import now_s
+from hivebus.registry import Registry
+from hivebus.settings import Settings
+from hivebus.store import SQLiteStore
 
 
 class Coordinator:

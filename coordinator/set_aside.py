@@ -16,11 +16,11 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from coordinator.bus import printable
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidId
-from coordinator.keys import Keys
-from coordinator.logs import get_logger
+from hivebus.bus import printable
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import InvalidId
+from hivebus.keys import Keys
+from hivebus.logs import get_logger
 
 MAXLEN = 10_000
 

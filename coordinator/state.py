@@ -15,12 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
 
-from coordinator.connection import Redis, translate_redis_errors
-from coordinator.errors import InvalidInput, NotFound, VersionConflict
-from coordinator.ids import new_id
-from coordinator.keys import Keys, check_agent_id
-from coordinator.models import describe_validation_error, now_s
-from coordinator.settings import Settings
+from hivebus.connection import Redis, translate_redis_errors
+from hivebus.errors import InvalidInput, NotFound, VersionConflict
+from hivebus.ids import new_id
+from hivebus.keys import Keys, check_agent_id
+from hivebus.models import describe_validation_error, now_s
+from hivebus.settings import Settings
 
 CONFIG_HISTORY_LIMIT = 1000
 
@@ -280,7 +280,7 @@ class StateStore:
 def _readable(raw: list[str], needed: tuple[str, ...]) -> list[dict[str, Any]]:
     """Decode JSON list items; one edited by hand into nonsense becomes ``{"unreadable": …}``
     (its text, escaped and cut short) instead of failing the whole read."""
-    from coordinator.bus import printable
+    from hivebus.bus import printable
 
     items: list[dict[str, Any]] = []
     for text in raw:

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.decisions import DecisionRecord
-from coordinator.errors import NotFound, NotLeader, StoreError
-from coordinator.learning import Credit, Thresholds, wilson_lower_bound
+from hivebus.decisions import DecisionRecord
+from hivebus.errors import NotFound, NotLeader, StoreError
+from hivebus.learning import Credit, Thresholds, wilson_lower_bound
 
 T = TypeVar("T")
 EVIDENCE_KEPT = 50

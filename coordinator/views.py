@@ -23,14 +23,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coordinator.bus import TargetStatus, entry_order, printable
-from coordinator.decisions import DecisionOutcome, DecisionRecord
-from coordinator.errors import InvalidInput
-from coordinator.memory import MemoryItem
-from coordinator.models import Signal
-from coordinator.registry import AgentInfo
-from coordinator.state import AgentState
-from coordinator.store import MemoryPattern
+from hivebus.bus import TargetStatus, entry_order, printable
+from hivebus.decisions import DecisionOutcome, DecisionRecord
+from hivebus.errors import InvalidInput
+from hivebus.memory import MemoryItem
+from hivebus.models import Signal
+from hivebus.registry import AgentInfo
+from hivebus.state import AgentState
+from hivebus.store import MemoryPattern
 
 
 def seconds(value: object) -> float | str | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from agents.runtime import Agent, Context, handles
-from coordinator.models import Signal
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.models import Signal
 
 
 class Echo(Agent):

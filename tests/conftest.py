@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from coordinator.managed_redis import find_binaries, find_cli, free_port, server_version
-from coordinator.settings import Settings
+from hivebus.managed_redis import find_binaries, find_cli, free_port, server_version
+from hivebus.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -154,10 +154,10 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
     if request.param == "fake":
         import fakeredis
 
-        # decoding like coordinator.connection.open_client: bytes that are not UTF-8 become surrogates
+        # decoding like hivebus.connection.open_client: bytes that are not UTF-8 become surrogates
         client = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
     else:
-        from coordinator.connection import open_client
+        from hivebus.connection import open_client
 
         client = open_client(real_servers[request.param].url)
     yield client
@@ -167,7 +167,7 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Any]:
     """A fresh SQLite durable store in the test's folder."""
-    from coordinator.store import SQLiteStore
+    from hivebus.store import SQLiteStore
 
     opened = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
     yield opened
@@ -177,7 +177,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Any]:
 @pytest.fixture
 async def real_redis(real_server: RedisServer) -> AsyncIterator[Any]:
     """An asyncio client on the default real redis-server, for timing-dependent tests."""
-    from coordinator.connection import open_client
+    from hivebus.connection import open_client
 
     client = open_client(real_server.url)
     yield client
@@ -198,7 +198,7 @@ def hivebus_env(url: str | None, namespace: str, **extra: str) -> dict[str, str]
 
 def hivebus_argv(*args: str) -> list[str]:
     """argv that runs the hivebus CLI with this interpreter."""
-    return [sys.executable, "-m", "coordinator", *args]
+    return [sys.executable, "-m", "hivebus", *args]
 
 
 async def eventually(predicate: Callable[[], Awaitable[Any]], limit_s: float, what: str) -> Any:
@@ -300,8 +300,8 @@ def publish_batch(url: str, namespace: str, signals: list[Any], *, allow_unregis
     """Publish ``signals`` with the library in one script call (all entries appear at once)."""
     import anyio
 
-    from coordinator.bus import Bus
-    from coordinator.connection import open_client
+    from hivebus.bus import Bus
+    from hivebus.connection import open_client
 
     async def go() -> None:
         client = open_client(url)

@@ -8,8 +8,8 @@ from typing import Any
 
 import redis as sync_redis
 
-from coordinator.decisions import DecisionOutcome, DecisionRecord
-from coordinator.keys import Keys
+from hivebus.decisions import DecisionOutcome, DecisionRecord
+from hivebus.keys import Keys
 
 ACTIONS = [("buy", {"whale": "accumulation"}, 0.8), ("sell", {"whale": "distribution"}, 0.5),
            ("buy", {"whale": "distribution"}, 0.3)]

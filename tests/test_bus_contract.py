@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from coordinator.bus import Bus, Outcome
-from coordinator.dlq import DeadLetters
-from coordinator.errors import InvalidInput, NotFound, UnknownAgent
-from coordinator.keys import Keys
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Instance, Registry
-from coordinator.settings import Settings
+from hivebus.bus import Bus, Outcome
+from hivebus.dlq import DeadLetters
+from hivebus.errors import InvalidInput, NotFound, UnknownAgent
+from hivebus.keys import Keys
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Instance, Registry
+from hivebus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

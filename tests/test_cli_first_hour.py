@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from coordinator.keys import Keys
+from hivebus.keys import Keys
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 
 AGENT = '''
-from agents.runtime import Agent, Context, handles
+from hivebus.agents.runtime import Agent, Context, handles
 
 
 class Pinger(Agent):

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from coordinator.cli import build_parser
-from coordinator.keys import Keys
-from coordinator.views import SIGNAL_LOG_KEYS
+from hivebus.cli import build_parser
+from hivebus.keys import Keys
+from hivebus.views import SIGNAL_LOG_KEYS
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.decision_factory import write_decisions
 
 pytestmark = pytest.mark.e2e
 
 KEEPER = '''
-from agents.runtime import Agent, Context, handles
+from hivebus.agents.runtime import Agent, Context, handles
 
 
 class Keeper(Agent):

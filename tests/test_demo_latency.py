@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from coordinator.bus import Bus, Outcome
-from coordinator.demo_report import Report, Tick, TickLatency, percentile
-from coordinator.keys import Keys
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Instance, Registry
-from coordinator.settings import Settings
+from hivebus.bus import Bus, Outcome
+from hivebus.demo_report import Report, Tick, TickLatency, percentile
+from hivebus.keys import Keys
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Instance, Registry
+from hivebus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from coordinator.keys import Keys
-from coordinator.models import Signal
+from hivebus.keys import Keys
+from hivebus.models import Signal
 from tests.conftest import (
     REAL_SERVERS,
     Processes,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from coordinator.keys import Keys
+from hivebus.keys import Keys
 from tests.conftest import (
     REAL_SERVERS,
     Processes,

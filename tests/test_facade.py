@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from agents.runtime import Agent, Context, handles
-from coordinator.facade import Hivebus
-from coordinator.keys import Keys
-from coordinator.models import Signal
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.facade import Hivebus
+from hivebus.keys import Keys
+from hivebus.models import Signal
 from tests.conftest import RedisServer, eventually, hivebus_env
 
 pytestmark = pytest.mark.anyio
@@ -72,9 +72,9 @@ async def test_a_first_settle_is_not_held_behind_a_blocking_read(
 
 EMBEDDING = '''
 import anyio
-from agents.runtime import Agent, Context, handles
-from coordinator.facade import Hivebus
-from coordinator.models import Signal
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.facade import Hivebus
+from hivebus.models import Signal
 
 class Echo(Agent):
     agent_type = "echo"

@@ -16,14 +16,14 @@ from typing import Any
 import anyio
 import pytest
 
-from agents.runner import AgentRunner
-from coordinator.bus import Bus
-from coordinator.dlq import DeadLetters
-from coordinator.errors import BadKey, InboxFull, RedisUnavailable
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Registry
-from coordinator.retention import Retention
-from coordinator.settings import Settings
+from hivebus.agents.runner import AgentRunner
+from hivebus.bus import Bus
+from hivebus.dlq import DeadLetters
+from hivebus.errors import BadKey, InboxFull, RedisUnavailable
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Registry
+from hivebus.retention import Retention
+from hivebus.settings import Settings
 from tests.agents_for_tests import Counter, Forwarder
 from tests.conftest import eventually
 from tests.test_runtime import run_burst as burst

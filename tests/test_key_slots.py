@@ -18,16 +18,16 @@ import fakeredis
 import pytest
 from redis.crc import key_slot
 
-from agents.runner import AgentRunner
-from coordinator.bus import Bus
-from coordinator.dlq import DeadLetters
-from coordinator.ids import new_id
-from coordinator.keys import Keys
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Registry
-from coordinator.retention import Retention
-from coordinator.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
-from coordinator.settings import Settings
+from hivebus.agents.runner import AgentRunner
+from hivebus.bus import Bus
+from hivebus.dlq import DeadLetters
+from hivebus.ids import new_id
+from hivebus.keys import Keys
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Registry
+from hivebus.retention import Retention
+from hivebus.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from hivebus.settings import Settings
 from tests.agents_for_tests import Counter
 
 AGENTS = ["a", "risk-manager", "agent.7_x", "Z" * 64, "0"]
@@ -99,7 +99,7 @@ def test_every_per_agent_key_is_in_the_agents_slot(namespace: str, agent_id: str
 def test_memory_index_keys_of_a_scope_are_in_its_agents_slot(agent_id: str) -> None:
     """An agent's memory scopes (its own items, items shared with it): every index of an item,
     whatever its kind, symbol and words (braces included), is in the agent's slot."""
-    from coordinator.memory_index import Scope
+    from hivebus.memory_index import Scope
 
     keys = Keys("hive")
     expected = crc16_xmodem(agent_id.encode()) % SLOTS

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.errors import InvalidId, InvalidInput
-from coordinator.ids import id_time_ms, new_id
-from coordinator.keys import Keys, check_agent_id, check_signal_type
-from coordinator.logs import redact_secrets
-from coordinator.models import Severity, Signal, parse_json_object, parse_severity
-from coordinator.settings import redact_url
+from hivebus.errors import InvalidId, InvalidInput
+from hivebus.ids import id_time_ms, new_id
+from hivebus.keys import Keys, check_agent_id, check_signal_type
+from hivebus.logs import redact_secrets
+from hivebus.models import Severity, Signal, parse_json_object, parse_severity
+from hivebus.settings import redact_url
 
 HOSTILE_IDS = ["*", "a:b", "{x}", "a b", "x" * 10_000, "", "../etc", "a\nb", "hive:agents", "-a"]
 
@@ -125,8 +125,8 @@ def test_passwords_are_redacted_from_urls(url: str, shown: str) -> None:
 
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad environment variable is reported by its name, in one line."""
-    from coordinator.errors import ConfigError
-    from coordinator.settings import load_settings
+    from hivebus.errors import ConfigError
+    from hivebus.settings import load_settings
 
     monkeypatch.setenv("HIVEBUS_NAMESPACE", "BAD NS")
     with pytest.raises(ConfigError, match="HIVEBUS_NAMESPACE"):
@@ -138,7 +138,7 @@ def test_every_key_hivebus_builds_is_internal_except_effect_keys() -> None:
     ``Keys`` method builds must count as internal, the effect namespace alone excepted."""
     import inspect
 
-    from coordinator.keys import Keys
+    from hivebus.keys import Keys
 
     keys = Keys("hive")
     samples = {"agent_id": "a-1", "signal_id": "01J0000000000000000000000A",

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from coordinator.decisions import DecisionOutcome, DecisionRecord
-from coordinator.learning import Thresholds, bucket, credits_for, wilson_lower_bound
+from hivebus.decisions import DecisionOutcome, DecisionRecord
+from hivebus.learning import Thresholds, bucket, credits_for, wilson_lower_bound
 
 
 def wilson_by_quadratic(successes: int, n: int, z: float = 1.96) -> float:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import managed_redis
-from coordinator.managed_redis import ManagedRedis
+from hivebus import managed_redis
+from hivebus.managed_redis import ManagedRedis
 from tests.conftest import hivebus_argv, hivebus_env
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.errors import InvalidInput, NotFound
-from coordinator.procedural import STEPS, ProceduralMemory, StepFailed, step
-from coordinator.store import SQLiteStore
+from hivebus.errors import InvalidInput, NotFound
+from hivebus.procedural import STEPS, ProceduralMemory, StepFailed, step
+from hivebus.store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from agents.runner import AgentRunner
-from coordinator.bus import Bus, Outcome
-from coordinator.dlq import DeadLetters
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Registry
-from coordinator.settings import Settings
+from hivebus.agents.runner import AgentRunner
+from hivebus.bus import Bus, Outcome
+from hivebus.dlq import DeadLetters
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Registry
+from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
 from tests.conftest import eventually
 from tests.test_runtime import run_burst as burst

@@ -7,14 +7,14 @@ from typing import Any
 import anyio
 import pytest
 
-from agents.runner import AgentRunner, load_agent_class
-from coordinator.bus import Bus
-from coordinator.dlq import DeadLetters
-from coordinator.errors import InvalidInput
-from coordinator.models import Signal, SignalStatus
-from coordinator.registry import Instance, Registry
-from coordinator.service import Coordinator
-from coordinator.settings import Settings
+from hivebus.agents.runner import AgentRunner, load_agent_class
+from hivebus.bus import Bus
+from hivebus.dlq import DeadLetters
+from hivebus.errors import InvalidInput
+from hivebus.models import Signal, SignalStatus
+from hivebus.registry import Instance, Registry
+from hivebus.service import Coordinator
+from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, Flaky
 from tests.conftest import eventually
 
@@ -112,7 +112,7 @@ def test_load_agent_class_names_problems() -> None:
     with pytest.raises(InvalidInput, match="cannot import"):
         load_agent_class("no_such_module:X")
     with pytest.raises(InvalidInput, match="not a hivebus Agent"):
-        load_agent_class("coordinator.models:Signal")
+        load_agent_class("hivebus.models:Signal")
 
 
 async def test_agent_recreates_a_deleted_inbox_group(redis: Any, settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.scoring import adjust_confidence, decay, win_rate, words
+from hivebus.scoring import adjust_confidence, decay, win_rate, words
 
 
 @pytest.mark.parametrize(("age", "half_life", "expected"),
@@ -46,7 +46,7 @@ def test_adjust_confidence(base: float, pnls: list[float], cap: float, factor: f
 @pytest.mark.anyio
 async def test_decide_records_the_win_rate_adjustment(redis: Any, settings: Any) -> None:
     """An agent with mostly winning outcomes logs boosted confidence, with the adjustment."""
-    from agents.memory import AgentMemory
+    from hivebus.agents.memory import AgentMemory
 
     memory = AgentMemory(redis, settings, "te-1")
     for n, pnl in enumerate([5.0, 3.0, -1.0, 2.0]):

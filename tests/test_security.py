@@ -10,16 +10,16 @@ import anyio
 import pytest
 from redis import exceptions as redis_errors
 
-from agents.runner import AgentRunner
-from coordinator.acl import acl_script, agent_rule, agent_user, coordinator_rule
-from coordinator.bus import Bus
-from coordinator.connection import open_client
-from coordinator.decisions import DecisionLog
-from coordinator.keys import Keys
-from coordinator.models import Signal
-from coordinator.registry import Registry
-from coordinator.settings import Settings
-from coordinator.state import AgentState, StateStore
+from hivebus.acl import acl_script, agent_rule, agent_user, coordinator_rule
+from hivebus.agents.runner import AgentRunner
+from hivebus.bus import Bus
+from hivebus.connection import open_client
+from hivebus.decisions import DecisionLog
+from hivebus.keys import Keys
+from hivebus.models import Signal
+from hivebus.registry import Registry
+from hivebus.settings import Settings
+from hivebus.state import AgentState, StateStore
 from tests.agents_for_tests import Echo
 from tests.conftest import REAL_SERVERS, RedisServer, hivebus_argv, hivebus_env, start_server, stop_server
 
@@ -136,7 +136,7 @@ def test_no_password_in_any_output(tmp_path: Path, namespace: str) -> None:
 
 def test_logs_redact_urls(tmp_path: Path) -> None:
     """The log processor hides a password wherever a Redis URL shows up in an event."""
-    from coordinator.logs import redact_secrets
+    from hivebus.logs import redact_secrets
 
     event = redact_secrets(None, "info", {"event": "x", "url": f"rediss://u:{SECRET}@h:6380/0"})
     assert SECRET not in str(event)
@@ -166,7 +166,7 @@ def test_tls_with_client_certificates(tmp_path: Path, namespace: str) -> None:
         pytest.skip("needs Debian's redis-server (built with TLS) and openssl")
     binary, cli = REAL_SERVERS[REDIS7[0]]
     certs = _certificates(tmp_path)
-    from coordinator.managed_redis import free_port
+    from hivebus.managed_redis import free_port
 
     port = free_port()
     server = start_server("tls", binary, cli, [

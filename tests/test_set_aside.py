@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from coordinator.decisions import DecisionLog
-from coordinator.keys import Keys
-from coordinator.registry import Registry
-from coordinator.service import Coordinator
-from coordinator.set_aside import SetAside
-from coordinator.settings import Settings
-from coordinator.store import SQLiteStore
+from hivebus.decisions import DecisionLog
+from hivebus.keys import Keys
+from hivebus.registry import Registry
+from hivebus.service import Coordinator
+from hivebus.set_aside import SetAside
+from hivebus.settings import Settings
+from hivebus.store import SQLiteStore
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 
 pytestmark = pytest.mark.anyio

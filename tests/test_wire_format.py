@@ -9,10 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from coordinator import scripts
-from coordinator.ids import new_id
-from coordinator.keys import Keys
-from coordinator.managed_redis import find_cli
+from hivebus import scripts
+from hivebus.ids import new_id
+from hivebus.keys import Keys
+from hivebus.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.test_cli_first_hour import AGENT
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.runner import Permanent
-from agents.runtime import Agent, Context, handles
-from coordinator.decisions import DecisionType
-from coordinator.market import funding_bucket
-from coordinator.models import Severity, Signal
+from hivebus.agents.runner import Permanent
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.decisions import DecisionType
+from hivebus.market import funding_bucket
+from hivebus.models import Severity, Signal
 
 DEFAULT_CONFIGURATION = {"whale_flow_btc": 500.0, "extreme_funding": 0.0025}
 SOURCES = ("coinglass", "cryptoquant", "glassnode")

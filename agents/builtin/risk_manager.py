@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.runtime import Agent, Context, handles
-from coordinator.decisions import DecisionType
-from coordinator.market import market_cycle
-from coordinator.models import Severity, Signal
-from coordinator.state import AgentStatus
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.decisions import DecisionType
+from hivebus.market import market_cycle
+from hivebus.models import Severity, Signal
+from hivebus.state import AgentStatus
 
 POSITION_LIMIT_BTC = {"LOW": 1.0, "MEDIUM": 0.5, "HIGH": 0.0}
 DEFAULT_CONFIGURATION = {"losing_streak": 4, "cooldown_cycles": 8}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from agents.runner import Permanent
-from agents.runtime import Agent, Context, handles
-from coordinator.decisions import DecisionType
-from coordinator.errors import AlreadyRecorded, HivebusError
-from coordinator.logs import get_logger
-from coordinator.market import HORIZON, market_cycle
-from coordinator.models import Signal
+from hivebus.agents.runner import Permanent
+from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.decisions import DecisionType
+from hivebus.errors import AlreadyRecorded, HivebusError
+from hivebus.logs import get_logger
+from hivebus.market import HORIZON, market_cycle
+from hivebus.models import Signal
 
 
 class TradeExecutor(Agent):
