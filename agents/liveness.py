@@ -3,7 +3,7 @@ not make its replica look dead.
 
 A replica's heartbeat key says it is alive, and renewing the entries it is working on keeps
 them from looking idle; another replica takes over only entries whose owner has neither
-(:mod:`hivebus.redelivery`). Done on the event loop, both stop while a handler runs
+(:mod:`hivebus.bus.redelivery`). Done on the event loop, both stop while a handler runs
 synchronous code, and the work is taken over although the replica is alive — then the
 replica that takes it over blocks too, and the signal goes round for ever. This thread, with
 a connection of its own, does both whatever the loop is doing, as long as the loop showed
@@ -20,10 +20,10 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from hivebus.keys import Keys
-from hivebus.logs import get_logger
-from hivebus.redelivery import renew_call
-from hivebus.scripts import RENEW
+from hivebus.bus.redelivery import renew_call
+from hivebus.domain.keys import Keys
+from hivebus.infra.logs import get_logger
+from hivebus.infra.scripts import RENEW
 from hivebus.settings import Settings
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hivebus.connection import Redis
-from hivebus.decisions import DecisionLog
-from hivebus.errors import VersionConflict
-from hivebus.events import EpisodicLog
-from hivebus.memory import MemoryItem, ShortTermMemory
-from hivebus.scoring import ConfidenceAdjustment, adjust_confidence
+from hivebus.domain.errors import VersionConflict
+from hivebus.domain.scoring import ConfidenceAdjustment, adjust_confidence
+from hivebus.infra.connection import Redis
+from hivebus.memory.decisions import DecisionLog
+from hivebus.memory.events import EpisodicLog
+from hivebus.memory.state import AgentState, StateStore, StateType
+from hivebus.memory.stm import MemoryItem, ShortTermMemory
 from hivebus.settings import Settings
-from hivebus.state import AgentState, StateStore, StateType
-from hivebus.store import MemoryPattern, SQLiteStore
+from hivebus.store.sqlite import MemoryPattern, SQLiteStore
 
 OUTCOME_KIND = "outcome"
 WIN_RATE_LOOKBACK = 20

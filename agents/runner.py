@@ -3,7 +3,7 @@
 The consume loop reads with a blocking ``XREADGROUP`` (no polling sleeps), handles
 each signal of the batch, then settles the whole batch in one fenced script call (the
 handlers' effects apply only for entries this replica still owns and has not settled:
-:mod:`hivebus.scripts`). Due retries and the work of dead or stalled replicas are
+:mod:`hivebus.infra.scripts`). Due retries and the work of dead or stalled replicas are
 claimed before new entries; a lost consumer group is recreated; a key of this agent's
 edited into the wrong type is set aside. Liveness (heartbeat, claim renewal) runs in a
 thread when the runner has a client for one (:mod:`hivebus.agents.liveness`). A stop request
@@ -31,17 +31,17 @@ from structlog.contextvars import bound_contextvars
 from hivebus.agents.liveness import LivenessThread
 from hivebus.agents.memory import AgentMemory
 from hivebus.agents.runtime import Agent, Context
-from hivebus.bus import Bus, Delivery, Outcome, Settled, entry_order
-from hivebus.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
-from hivebus.logs import get_logger, handling
-from hivebus.models import SignalStatus, now_s
-from hivebus.redelivery import Redelivery
-from hivebus.registry import Instance, Registry
+from hivebus.bus.bus import Bus, Delivery, Outcome, Settled, entry_order
+from hivebus.bus.redelivery import Redelivery
+from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
+from hivebus.domain.models import SignalStatus, now_s
+from hivebus.infra.logs import get_logger, handling
 
 BUILTIN_AGENTS = {
-    "market-hunter": "hivebus.agents.builtin.market_hunter:MarketHunter",
-    "risk-manager": "hivebus.agents.builtin.risk_manager:RiskManager",
-    "trade-executor": "hivebus.agents.builtin.trade_executor:TradeExecutor",
+    "market-hunter": "hivebus.agents.desk.market_hunter:MarketHunter",
+    "risk-manager": "hivebus.agents.desk.risk_manager:RiskManager",
+    "trade-executor": "hivebus.agents.desk.trade_executor:TradeExecutor",
 }
 
 MAX_REASON = 500

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from hivebus.bus import Bus
-from hivebus.effects import Effect, make_effect
-from hivebus.ids import derived_id
-from hivebus.keys import check_item_id, check_signal_type
-from hivebus.models import Severity, Signal
+from hivebus.bus.bus import Bus
+from hivebus.bus.effects import Effect, make_effect
+from hivebus.domain.ids import derived_id
+from hivebus.domain.keys import check_item_id, check_signal_type
+from hivebus.domain.models import Severity, Signal
 
 if TYPE_CHECKING:
     from hivebus.agents.memory import AgentMemory

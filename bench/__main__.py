@@ -27,7 +27,7 @@ import anyio
 
 from bench import memscale
 from bench import workloads as w
-from hivebus.managed_redis import find_binaries, free_port
+from hivebus.infra.managed_redis import find_binaries, free_port
 
 OUT = Path(__file__).resolve().parent / "results"
 

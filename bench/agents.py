@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hivebus.agents.runtime import Agent, Context, handles
-from hivebus.models import Signal
+from hivebus.domain.models import Signal
 
 
 class Counter(Agent):

@@ -54,13 +54,13 @@ from redis import exceptions as redis_errors
 
 from bench.agents import Counter
 from hivebus.agents.runtime import Context, handles
-from hivebus.bus import Bus
-from hivebus.connection import open_client
-from hivebus.errors import RedisUnavailable
-from hivebus.keys import Keys
-from hivebus.logs import get_logger
-from hivebus.managed_redis import find_binaries, free_port
-from hivebus.models import TERMINAL_STATUSES, Signal, SignalStatus
+from hivebus.bus.bus import Bus
+from hivebus.domain.errors import RedisUnavailable
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import TERMINAL_STATUSES, Signal, SignalStatus
+from hivebus.infra.connection import open_client
+from hivebus.infra.logs import get_logger
+from hivebus.infra.managed_redis import find_binaries, free_port
 from hivebus.settings import Settings
 
 AGENTS = ("w1", "w2", "w3")

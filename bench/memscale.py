@@ -11,7 +11,7 @@ For each size N (1k, 10k and 100k by default; ``--quick``: 100 and 300), in a fr
 * **recall**: 20 seeded two-word queries (some filtered by kind or symbol), ``topk=5``: p50 and
   p95 wall ms, and Redis's time per recall (below).
 * **FTS5 baseline**: the same items in an in-memory SQLite FTS5 table with score and timestamp
-  columns, answering each query with the ranking formula of :mod:`hivebus.scoring` over the
+  columns, answering each query with the ranking formula of :mod:`hivebus.domain.scoring` over the
   items matching any query word plus the top items by decay alone; its top 5 must equal
   hivebus's (mismatches are counted).
 * **decide**: ``AgentMemory.decide("TRADE_EXECUTION", confidence=0.7, symbol=...)``, which reads
@@ -46,10 +46,10 @@ import redis.asyncio as aioredis
 
 from bench.workloads import Env
 from hivebus.agents.memory import AgentMemory
-from hivebus.connection import Redis, open_client
-from hivebus.decisions import DecisionLog, DecisionType
-from hivebus.memory import ShortTermMemory
-from hivebus.scoring import words
+from hivebus.domain.scoring import words
+from hivebus.infra.connection import Redis, open_client
+from hivebus.memory.decisions import DecisionLog, DecisionType
+from hivebus.memory.stm import ShortTermMemory
 
 SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (100, 300)

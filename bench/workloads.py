@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 
-from hivebus.bus import Bus
-from hivebus.connection import open_client
-from hivebus.keys import Keys
-from hivebus.memory import ShortTermMemory
-from hivebus.models import Severity, Signal
-from hivebus.registry import Instance, Registry
+from hivebus.bus.bus import Bus
+from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Severity, Signal
+from hivebus.infra.connection import open_client
+from hivebus.memory.state import AgentState, StateStore
+from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
-from hivebus.state import AgentState, StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = {"amount_btc": 1500.0, "price": 45000.0, "direction": 1.0}
@@ -244,7 +244,7 @@ async def memory_per_signal(env: Env, count: int) -> dict[str, float]:
     """Redis bytes per retained, unsettled signal per target (nothing trimmed), then how many of
     5,000 signals a second agent's inbox takes with HIVEBUS_INBOX_MAX=1000 and nobody settling
     (backpressure: a publish that would go past it raises InboxFull and writes nothing)."""
-    from hivebus.errors import InboxFull
+    from hivebus.domain.errors import InboxFull
 
     client = open_client(env.url)
     await client.flushall()
@@ -388,8 +388,8 @@ none in steady state (registration's transactions happen before the stats are re
 
 
 def script_commands() -> frozenset[str]:
-    """Every command a hivebus Lua script may call (read from hivebus.scripts), plus effects."""
-    from hivebus import scripts
+    """Every command a hivebus Lua script may call (read from hivebus.infra.scripts), plus effects."""
+    from hivebus.infra import scripts
 
     # every quoted upper-case word: commands called directly or through a helper (must('hash',
     # 'HGET', ...)); the words that are not commands (statuses, options) match no cmdstat line

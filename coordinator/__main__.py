@@ -1,5 +1,5 @@
 """``python -m hivebus`` is the ``hivebus`` command."""
 
-from hivebus.cli import main
+from hivebus.cli.main import main
 
 main()

@@ -21,14 +21,14 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from hivebus import managed_redis
-from hivebus.bus import Bus
-from hivebus.connection import connected, open_sync_client
-from hivebus.decisions import DecisionLog
-from hivebus.models import Severity, Signal
-from hivebus.registry import Registry
+from hivebus.bus.bus import Bus
+from hivebus.bus.registry import Registry
+from hivebus.domain.models import Severity, Signal
+from hivebus.infra import managed_redis
+from hivebus.infra.connection import connected, open_sync_client
+from hivebus.memory.decisions import DecisionLog
 from hivebus.settings import Settings, load_settings
-from hivebus.store import MemoryPattern, SQLiteStore
+from hivebus.store.sqlite import MemoryPattern, SQLiteStore
 
 if TYPE_CHECKING:
     from hivebus.agents.memory import AgentMemory

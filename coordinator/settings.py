@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hivebus.errors import ConfigError
+from hivebus.domain.errors import ConfigError
 
 
 class Settings(BaseSettings):

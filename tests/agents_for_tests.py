@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from hivebus.agents.runtime import Agent, Context, handles
-from hivebus.models import Signal
+from hivebus.domain.models import Signal
 
 
 class Echo(Agent):

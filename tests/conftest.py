@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.managed_redis import find_binaries, find_cli, free_port, server_version
+from hivebus.infra.managed_redis import find_binaries, find_cli, free_port, server_version
 from hivebus.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,10 +154,10 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
     if request.param == "fake":
         import fakeredis
 
-        # decoding like hivebus.connection.open_client: bytes that are not UTF-8 become surrogates
+        # decoding like hivebus.infra.connection.open_client: bytes that are not UTF-8 become surrogates
         client = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
     else:
-        from hivebus.connection import open_client
+        from hivebus.infra.connection import open_client
 
         client = open_client(real_servers[request.param].url)
     yield client
@@ -167,7 +167,7 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Any]:
     """A fresh SQLite durable store in the test's folder."""
-    from hivebus.store import SQLiteStore
+    from hivebus.store.sqlite import SQLiteStore
 
     opened = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
     yield opened
@@ -177,7 +177,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Any]:
 @pytest.fixture
 async def real_redis(real_server: RedisServer) -> AsyncIterator[Any]:
     """An asyncio client on the default real redis-server, for timing-dependent tests."""
-    from hivebus.connection import open_client
+    from hivebus.infra.connection import open_client
 
     client = open_client(real_server.url)
     yield client
@@ -300,8 +300,8 @@ def publish_batch(url: str, namespace: str, signals: list[Any], *, allow_unregis
     """Publish ``signals`` with the library in one script call (all entries appear at once)."""
     import anyio
 
-    from hivebus.bus import Bus
-    from hivebus.connection import open_client
+    from hivebus.bus.bus import Bus
+    from hivebus.infra.connection import open_client
 
     async def go() -> None:
         client = open_client(url)

@@ -12,12 +12,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from hivebus.agents.runner import AgentRunner
-from hivebus.bus import Bus, decode_delivery
-from hivebus.dlq import DeadLetters
-from hivebus.errors import HivebusError
-from hivebus.ids import new_id
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Registry
+from hivebus.bus.bus import Bus, decode_delivery
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Registry
+from hivebus.domain.errors import HivebusError
+from hivebus.domain.ids import new_id
+from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 from tests.agents_for_tests import Echo
 
@@ -98,7 +98,7 @@ def test_building_a_signal_from_any_input_fails_cleanly(
     signal_type: str, target: str, confidence: float, severity: str
 ) -> None:
     """Signal.create refuses bad input only with HivebusError."""
-    from hivebus.models import parse_severity
+    from hivebus.domain.models import parse_severity
 
     try:
         Signal.create(signal_type, "cli", targets=[target], confidence=confidence,
@@ -116,7 +116,7 @@ def test_cli_publish_with_any_arguments_exits_cleanly(
     args: list[str], real_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`hivebus publish …` with random arguments ends with an exit code and at most one error line."""
-    from hivebus.cli import main
+    from hivebus.cli.main import main
 
     monkeypatch.setenv("HIVEBUS_REDIS_URL", real_server.url)
     monkeypatch.setenv("HIVEBUS_NAMESPACE", "fuzz")

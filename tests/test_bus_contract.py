@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from hivebus.bus import Bus, Outcome
-from hivebus.dlq import DeadLetters
-from hivebus.errors import InvalidInput, NotFound, UnknownAgent
-from hivebus.keys import Keys
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Instance, Registry
+from hivebus.bus.bus import Bus, Outcome
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.errors import InvalidInput, NotFound, UnknownAgent
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from hivebus.keys import Keys
+from hivebus.domain.keys import Keys
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 
 AGENT = '''

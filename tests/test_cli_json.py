@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.cli import build_parser
-from hivebus.keys import Keys
-from hivebus.views import SIGNAL_LOG_KEYS
+from hivebus.cli.main import build_parser
+from hivebus.cli.views import SIGNAL_LOG_KEYS
+from hivebus.domain.keys import Keys
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.decision_factory import write_decisions
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hivebus.cli import build_parser
+from hivebus.cli.main import build_parser
 
 COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from hivebus.consolidation import Consolidator
-from hivebus.decisions import DecisionLog
-from hivebus.errors import AlreadyRecorded, NotLeader
-from hivebus.keys import Keys
-from hivebus.lease import Lease
+from hivebus.domain.errors import AlreadyRecorded, NotLeader
+from hivebus.domain.keys import Keys
+from hivebus.memory.decisions import DecisionLog
+from hivebus.service.consolidation import Consolidator
+from hivebus.service.lease import Lease
 from hivebus.settings import Settings
-from hivebus.store import SQLiteStore
+from hivebus.store.sqlite import SQLiteStore
 from tests.test_learning import wilson_by_quadratic
 
 pytestmark = pytest.mark.anyio
@@ -125,7 +125,7 @@ async def test_a_redis_that_started_over_does_not_lock_the_coordinator_out(
 ) -> None:
     """Issue 12: the store remembers epoch 4, Redis is new (its epoch counter at 0, or edited by
     hand into text): the coordinator takes the lease above 4 and its pass writes."""
-    from hivebus.service import Coordinator
+    from hivebus.service.coordinator import Coordinator
 
     settings = coordinator_settings(settings, stm_window_s=3600)
     await store.archive([], 4)  # a write fenced at epoch 4: the store's highest
@@ -147,7 +147,7 @@ async def test_a_long_pass_keeps_its_lease_and_a_lost_lease_stops_it(
     itself (one line), not as an exception group."""
     import anyio
 
-    from hivebus.service import Coordinator
+    from hivebus.service.coordinator import Coordinator
 
     settings = coordinator_settings(settings, lease_ttl_s=0.6)
     leader, standby = Coordinator(redis, settings, store), Coordinator(redis, settings, store)
@@ -157,7 +157,7 @@ async def test_a_long_pass_keeps_its_lease_and_a_lost_lease_stops_it(
         for _ in range(18):  # 1.8 s: three TTLs
             standby_epochs.append(await standby.lease.try_lead())
             await anyio.sleep(0.1)
-        from hivebus.consolidation import PassResult
+        from hivebus.service.consolidation import PassResult
         return PassResult()
 
     leader.consolidator.run_pass = slow_pass  # type: ignore[method-assign]
@@ -181,8 +181,8 @@ async def test_an_outcome_after_its_decision_was_archived_is_recorded_and_learne
     outcome of a decision nobody knows, or a second one, is set aside with the reason."""
     import time
 
-    from hivebus.service import Coordinator
-    from hivebus.set_aside import SetAside
+    from hivebus.service.coordinator import Coordinator
+    from hivebus.service.set_aside import SetAside
 
     settings = coordinator_settings(settings, stm_window_s=60)
     log = DecisionLog(redis, settings)

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from hivebus.bus import Bus, Outcome
-from hivebus.demo_report import Report, Tick, TickLatency, percentile
-from hivebus.keys import Keys
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Instance, Registry
+from hivebus.agents.desk.report import Report, Tick, TickLatency, percentile
+from hivebus.bus.bus import Bus, Outcome
+from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 
 pytestmark = pytest.mark.anyio

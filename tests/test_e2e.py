@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.ids import new_id
-from hivebus.keys import Keys
+from hivebus.domain.ids import new_id
+from hivebus.domain.keys import Keys
 from tests.conftest import Processes, hivebus_argv, hivebus_env, wait_until
 
 pytestmark = pytest.mark.e2e

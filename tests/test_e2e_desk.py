@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hivebus.market import HORIZON, MarketSimulator, funding_bucket
+from hivebus.agents.desk.market import HORIZON, MarketSimulator, funding_bucket
 from tests.conftest import hivebus_argv, hivebus_env
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.keys import Keys
-from hivebus.models import Signal
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal
 from tests.conftest import (
     REAL_SERVERS,
     Processes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hivebus.ids import new_id
+from hivebus.domain.ids import new_id
 from tests.conftest import Processes, wait_until
 
 pytestmark = pytest.mark.e2e

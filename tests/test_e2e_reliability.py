@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from hivebus.keys import Keys
+from hivebus.domain.keys import Keys
 from tests.conftest import (
     REAL_SERVERS,
     Processes,

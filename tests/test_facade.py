@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from hivebus.agents.runtime import Agent, Context, handles
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal
 from hivebus.facade import Hivebus
-from hivebus.keys import Keys
-from hivebus.models import Signal
 from tests.conftest import RedisServer, eventually, hivebus_env
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +74,7 @@ EMBEDDING = '''
 import anyio
 from hivebus.agents.runtime import Agent, Context, handles
 from hivebus.facade import Hivebus
-from hivebus.models import Signal
+from hivebus.domain.models import Signal
 
 class Echo(Agent):
     agent_type = "echo"

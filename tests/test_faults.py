@@ -17,12 +17,12 @@ import anyio
 import pytest
 
 from hivebus.agents.runner import AgentRunner
-from hivebus.bus import Bus
-from hivebus.dlq import DeadLetters
-from hivebus.errors import BadKey, InboxFull, RedisUnavailable
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Registry
-from hivebus.retention import Retention
+from hivebus.bus.bus import Bus
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Registry
+from hivebus.domain.errors import BadKey, InboxFull, RedisUnavailable
+from hivebus.domain.models import Signal, SignalStatus
+from hivebus.service.retention import Retention
 from hivebus.settings import Settings
 from tests.agents_for_tests import Counter, Forwarder
 from tests.conftest import eventually

@@ -19,14 +19,14 @@ import pytest
 from redis.crc import key_slot
 
 from hivebus.agents.runner import AgentRunner
-from hivebus.bus import Bus
-from hivebus.dlq import DeadLetters
-from hivebus.ids import new_id
-from hivebus.keys import Keys
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Registry
-from hivebus.retention import Retention
-from hivebus.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from hivebus.bus.bus import Bus
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Registry
+from hivebus.domain.ids import new_id
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal, SignalStatus
+from hivebus.infra.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from hivebus.service.retention import Retention
 from hivebus.settings import Settings
 from tests.agents_for_tests import Counter
 
@@ -99,7 +99,7 @@ def test_every_per_agent_key_is_in_the_agents_slot(namespace: str, agent_id: str
 def test_memory_index_keys_of_a_scope_are_in_its_agents_slot(agent_id: str) -> None:
     """An agent's memory scopes (its own items, items shared with it): every index of an item,
     whatever its kind, symbol and words (braces included), is in the agent's slot."""
-    from hivebus.memory_index import Scope
+    from hivebus.memory.stm_index import Scope
 
     keys = Keys("hive")
     expected = crc16_xmodem(agent_id.encode()) % SLOTS

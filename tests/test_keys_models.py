@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hivebus.errors import InvalidId, InvalidInput
-from hivebus.ids import id_time_ms, new_id
-from hivebus.keys import Keys, check_agent_id, check_signal_type
-from hivebus.logs import redact_secrets
-from hivebus.models import Severity, Signal, parse_json_object, parse_severity
+from hivebus.domain.errors import InvalidId, InvalidInput
+from hivebus.domain.ids import id_time_ms, new_id
+from hivebus.domain.keys import Keys, check_agent_id, check_signal_type
+from hivebus.domain.models import Severity, Signal, parse_json_object, parse_severity
+from hivebus.infra.logs import redact_secrets
 from hivebus.settings import redact_url
 
 HOSTILE_IDS = ["*", "a:b", "{x}", "a b", "x" * 10_000, "", "../etc", "a\nb", "hive:agents", "-a"]
@@ -125,7 +125,7 @@ def test_passwords_are_redacted_from_urls(url: str, shown: str) -> None:
 
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad environment variable is reported by its name, in one line."""
-    from hivebus.errors import ConfigError
+    from hivebus.domain.errors import ConfigError
     from hivebus.settings import load_settings
 
     monkeypatch.setenv("HIVEBUS_NAMESPACE", "BAD NS")
@@ -138,7 +138,7 @@ def test_every_key_hivebus_builds_is_internal_except_effect_keys() -> None:
     ``Keys`` method builds must count as internal, the effect namespace alone excepted."""
     import inspect
 
-    from hivebus.keys import Keys
+    from hivebus.domain.keys import Keys
 
     keys = Keys("hive")
     samples = {"agent_id": "a-1", "signal_id": "01J0000000000000000000000A",

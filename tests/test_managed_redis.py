@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hivebus import managed_redis
-from hivebus.managed_redis import ManagedRedis
+from hivebus.infra import managed_redis
+from hivebus.infra.managed_redis import ManagedRedis
 from tests.conftest import hivebus_argv, hivebus_env
 
 

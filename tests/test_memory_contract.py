@@ -7,15 +7,15 @@ from typing import Any
 import anyio
 import pytest
 
-from hivebus.decisions import DecisionLog, DecisionType
-from hivebus.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound, VersionConflict
-from hivebus.events import EpisodicLog
-from hivebus.ids import new_id
-from hivebus.keys import Keys
-from hivebus.memory import ShortTermMemory
-from hivebus.scoring import relevance, words
+from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound, VersionConflict
+from hivebus.domain.ids import new_id
+from hivebus.domain.keys import Keys
+from hivebus.domain.scoring import relevance, words
+from hivebus.memory.decisions import DecisionLog, DecisionType
+from hivebus.memory.events import EpisodicLog
+from hivebus.memory.state import AgentState, AgentStatus, StateStore, StateType
+from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
-from hivebus.state import AgentState, AgentStatus, StateStore, StateType
 from tests.conftest import RedisServer, eventually
 
 pytestmark = pytest.mark.anyio
@@ -227,7 +227,7 @@ async def test_stm_items_expire_on_real_redis(
     server_name: str, real_servers: dict[str, RedisServer], settings: Settings
 ) -> None:
     """Items written with a 2-second TTL are gone from Redis within 3 seconds (6.2 and 7.0)."""
-    from hivebus.connection import open_client
+    from hivebus.infra.connection import open_client
 
     client = open_client(real_servers[server_name].url)
     try:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hivebus.memory import ShortTermMemory
-from hivebus.scoring import relevance, words
+from hivebus.domain.scoring import relevance, words
+from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
 from tests.test_memory_contract import Clock
 
@@ -142,7 +142,7 @@ async def test_decision_queries_page_one_index_and_equal_filtering_everything(
     """Type, success, pending, time range and limit, alone and combined, as filtering all
     decisions would give, newest first; outcomes move decisions between the indexes; a filter
     that matches nothing returns nothing."""
-    from hivebus.decisions import DecisionLog
+    from hivebus.memory.decisions import DecisionLog
 
     rng = random.Random(13)
     log = DecisionLog(redis, settings)
@@ -176,7 +176,7 @@ async def test_decision_queries_page_one_index_and_equal_filtering_everything(
 async def test_event_queries_page_and_read_only_their_type(redis: Any, settings: Settings) -> None:
     """Events past one page (200), queried by type (its own stream, same ids), by word and with
     a limit: as filtering every event would give, newest first."""
-    from hivebus.events import EpisodicLog
+    from hivebus.memory.events import EpisodicLog
 
     events = EpisodicLog(redis, settings)
     recorded = []
@@ -199,7 +199,7 @@ async def test_event_word_queries_read_the_rarest_words_events(redis: Any, setti
     """By word, with a time range and a type: the events holding every word, newest first, as
     filtering all would give; an event with too many words to index is still found; index
     entries of events the stream trimmed leave the index."""
-    from hivebus.events import MAX_WORDS, EpisodicLog
+    from hivebus.memory.events import MAX_WORDS, EpisodicLog
 
     settings = settings.model_copy(update={"events_maxlen": 100})
     events = EpisodicLog(redis, settings)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from hivebus.errors import InvalidInput, NotFound
-from hivebus.procedural import STEPS, ProceduralMemory, StepFailed, step
-from hivebus.store import SQLiteStore
+from hivebus.domain.errors import InvalidInput, NotFound
+from hivebus.store.procedural import STEPS, ProceduralMemory, StepFailed, step
+from hivebus.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

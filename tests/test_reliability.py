@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from hivebus.agents.runner import AgentRunner
-from hivebus.bus import Bus, Outcome
-from hivebus.dlq import DeadLetters
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Registry
+from hivebus.bus.bus import Bus, Outcome
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Registry
+from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
 from tests.conftest import eventually

@@ -8,12 +8,12 @@ import anyio
 import pytest
 
 from hivebus.agents.runner import AgentRunner, load_agent_class
-from hivebus.bus import Bus
-from hivebus.dlq import DeadLetters
-from hivebus.errors import InvalidInput
-from hivebus.models import Signal, SignalStatus
-from hivebus.registry import Instance, Registry
-from hivebus.service import Coordinator
+from hivebus.bus.bus import Bus
+from hivebus.bus.dlq import DeadLetters
+from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.errors import InvalidInput
+from hivebus.domain.models import Signal, SignalStatus
+from hivebus.service.coordinator import Coordinator
 from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, Flaky
 from tests.conftest import eventually
@@ -112,7 +112,7 @@ def test_load_agent_class_names_problems() -> None:
     with pytest.raises(InvalidInput, match="cannot import"):
         load_agent_class("no_such_module:X")
     with pytest.raises(InvalidInput, match="not a hivebus Agent"):
-        load_agent_class("hivebus.models:Signal")
+        load_agent_class("hivebus.domain.models:Signal")
 
 
 async def test_agent_recreates_a_deleted_inbox_group(redis: Any, settings: Settings) -> None:

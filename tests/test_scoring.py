@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hivebus.scoring import adjust_confidence, decay, win_rate, words
+from hivebus.domain.scoring import adjust_confidence, decay, win_rate, words
 
 
 @pytest.mark.parametrize(("age", "half_life", "expected"),

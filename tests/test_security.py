@@ -10,16 +10,16 @@ import anyio
 import pytest
 from redis import exceptions as redis_errors
 
-from hivebus.acl import acl_script, agent_rule, agent_user, coordinator_rule
 from hivebus.agents.runner import AgentRunner
-from hivebus.bus import Bus
-from hivebus.connection import open_client
-from hivebus.decisions import DecisionLog
-from hivebus.keys import Keys
-from hivebus.models import Signal
-from hivebus.registry import Registry
+from hivebus.bus.bus import Bus
+from hivebus.bus.registry import Registry
+from hivebus.domain.keys import Keys
+from hivebus.domain.models import Signal
+from hivebus.infra.acl import acl_script, agent_rule, agent_user, coordinator_rule
+from hivebus.infra.connection import open_client
+from hivebus.memory.decisions import DecisionLog
+from hivebus.memory.state import AgentState, StateStore
 from hivebus.settings import Settings
-from hivebus.state import AgentState, StateStore
 from tests.agents_for_tests import Echo
 from tests.conftest import REAL_SERVERS, RedisServer, hivebus_argv, hivebus_env, start_server, stop_server
 
@@ -136,7 +136,7 @@ def test_no_password_in_any_output(tmp_path: Path, namespace: str) -> None:
 
 def test_logs_redact_urls(tmp_path: Path) -> None:
     """The log processor hides a password wherever a Redis URL shows up in an event."""
-    from hivebus.logs import redact_secrets
+    from hivebus.infra.logs import redact_secrets
 
     event = redact_secrets(None, "info", {"event": "x", "url": f"rediss://u:{SECRET}@h:6380/0"})
     assert SECRET not in str(event)
@@ -166,7 +166,7 @@ def test_tls_with_client_certificates(tmp_path: Path, namespace: str) -> None:
         pytest.skip("needs Debian's redis-server (built with TLS) and openssl")
     binary, cli = REAL_SERVERS[REDIS7[0]]
     certs = _certificates(tmp_path)
-    from hivebus.managed_redis import free_port
+    from hivebus.infra.managed_redis import free_port
 
     port = free_port()
     server = start_server("tls", binary, cli, [

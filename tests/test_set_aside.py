@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from hivebus.decisions import DecisionLog
-from hivebus.keys import Keys
-from hivebus.registry import Registry
-from hivebus.service import Coordinator
-from hivebus.set_aside import SetAside
+from hivebus.bus.registry import Registry
+from hivebus.domain.keys import Keys
+from hivebus.memory.decisions import DecisionLog
+from hivebus.service.coordinator import Coordinator
+from hivebus.service.set_aside import SetAside
 from hivebus.settings import Settings
-from hivebus.store import SQLiteStore
+from hivebus.store.sqlite import SQLiteStore
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 
 pytestmark = pytest.mark.anyio

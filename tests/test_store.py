@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hivebus.decisions import DecisionOutcome, DecisionRecord
-from hivebus.errors import NotFound, NotLeader, StoreError
-from hivebus.learning import Thresholds, credits_for
-from hivebus.store import SCHEMA_VERSION, SQLiteStore
+from hivebus.domain.errors import NotFound, NotLeader, StoreError
+from hivebus.domain.learning import Thresholds, credits_for
+from hivebus.memory.decisions import DecisionOutcome, DecisionRecord
+from hivebus.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
 def decision(agent: str, success: bool, action: str = "buy", **reasoning: Any) -> DecisionRecord:

@@ -9,10 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from hivebus import scripts
-from hivebus.ids import new_id
-from hivebus.keys import Keys
-from hivebus.managed_redis import find_cli
+from hivebus.domain.ids import new_id
+from hivebus.domain.keys import Keys
+from hivebus.infra import scripts
+from hivebus.infra.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.test_cli_first_hour import AGENT
 

@@ -1,0 +1,3 @@
+"""The signal bus on Redis Streams: publish, consume, settle, redelivery, dead letters, effects and
+the agent registry.
+"""

@@ -1,0 +1,507 @@
+"""The signal bus on Redis Streams: publish, read through a consumer group, settle, inspect.
+
+Each agent has an inbox stream whose consumer group is named after the agent;
+replicas of one agent are consumers in that group and share its work. Publishing
+is one Lua script call (one round trip) whatever the number of targets, and it
+touches only the targets' streams, so its cost does not grow with the number of
+agents that are not targets; it checks everything before its first write (all or
+nothing), refuses a target whose backlog is full (``InboxFull``) and is idempotent per
+target. Reading is a batched blocking ``XREADGROUP``; settling a batch is one fenced
+script call (effects, ack, ledger, retries, dead letters) that applies nothing for an
+entry this consumer no longer owns or whose signal is settled already.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from hivebus.bus.effects import Effect
+from hivebus.domain.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
+from hivebus.domain.keys import Keys, check_signal_id
+from hivebus.domain.models import Signal, SignalStatus, now_s
+from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.scripts import PUBLISH, SETTLE
+from hivebus.settings import Settings
+
+DLQ_MAXLEN = 100_000
+PUBLISH_CHUNK = 256  # signals per publish-script call: one round trip, Redis busy ~6 ms at most
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entry read from an agent's inbox: the decoded signal, or why it could not be decoded.
+
+    ``redelivered`` is true for an entry claimed again (a retry, a dead replica's work, a
+    recreated group): its signal may be settled already, which the runner asks the ledger."""
+
+    entry_id: str
+    fields: dict[str, str]
+    signal: Signal | None
+    error: str | None = None
+    redelivered: bool = False
+    deliveries: int = 1  # times Redis delivered the entry (known for entries taken over)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one delivery ended, to be recorded by :meth:`Bus.settle`.
+
+    ``effects`` are Redis commands given as data (``ctx.effect("HINCRBY", key, field, 1)``):
+    the settle script applies them in the same atomic step as the ack, and only if this
+    consumer still owns the entry and the signal is not settled yet, so they apply once.
+    """
+
+    delivery: Delivery
+    status: SignalStatus
+    reason: str = ""
+    effects: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one settle did: counts per result, and the entries that went to the dead letters."""
+
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    superseded: int = 0
+    duplicate: int = 0
+    dead_letters: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """Processing status of one signal for one target agent."""
+
+    agent_id: str
+    status: SignalStatus
+    entry_id: str | None
+    error: str | None = None
+    deliveries: int = 0
+    consumer: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReport:
+    """A signal with the status of each of its targets."""
+
+    signal: Signal
+    targets: list[TargetStatus] = field(default_factory=list)
+
+
+class Bus:
+    """Publishes and consumes signals on one Redis, under one namespace."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self._publish = redis.register_script(PUBLISH)
+        self._settle = redis.register_script(SETTLE)
+        self._settle_loaded = False  # whether the server is known to hold the settle script
+        self._subscribers: dict[str, list[str]] = {}  # signal type -> subscribers, as last seen
+
+    # --- publishing ---------------------------------------------------------------
+    async def publish(self, signal: Signal, *, allow_unregistered: bool = False) -> dict[str, str]:
+        """Deliver ``signal`` to its targets (or the type's subscribers) in one round trip.
+
+        Returns target agent id -> new inbox entry id ({} when every target already had it).
+        Publishing an id again delivers it only to targets that lack it.
+        Raises InvalidInput (payload too large), UnknownAgent, InboxFull, BadKey, RedisUnavailable;
+        when it raises, nothing of the signal was written.
+        """
+        [reply] = await self._run_publish([signal], allow_unregistered)
+        return _pairs(reply[1:])
+
+    async def publish_many(self, signals: Sequence[Signal], *, allow_unregistered: bool = False) -> int:
+        """Publish a batch, one script call (one round trip) per ``PUBLISH_CHUNK`` signals; return
+        how many were new. Each chunk is all or nothing: an unknown target or a full inbox raises
+        and nothing of that chunk is written; otherwise raises like :meth:`publish`."""
+        new = 0
+        for start in range(0, len(signals), PUBLISH_CHUNK):
+            replies = await self._run_publish(signals[start:start + PUBLISH_CHUNK], allow_unregistered)
+            new += sum(1 for reply in replies if reply and reply[0] == 1)
+        return new
+
+    async def _run_publish(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
+        self._check_lifetimes(signals)
+        untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
+        for attempt in range(5):
+            missing = [t for t in untargeted if t not in self._subscribers]
+            if missing:
+                await self._load_subscribers(missing)
+            keys, args = self._publish_call(signals, untargeted, allow_unregistered)
+            async with translate_redis_errors():
+                try:
+                    return list(await self._publish(keys=keys, args=args))
+                except redis_errors.ResponseError as exc:
+                    text = str(exc)
+                    if "SUBSCRIBERS_CHANGED" in text and attempt < 4:
+                        for signal_type in untargeted:
+                            self._subscribers.pop(signal_type, None)
+                        continue
+                    raise publish_error(text) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_lifetimes(self, signals: Sequence[Signal]) -> None:
+        """Refuse a signal that would outlive HIVEBUS_SIGNAL_TTL_S: retention expires inbox
+        entries by that age, and agents remember settled ids only a grace period beyond it."""
+        latest = now_s() + self.settings.signal_ttl_s + 1
+        for signal in signals:
+            if signal.expires_at > latest:
+                raise InvalidInput(
+                    f"signal {signal.signal_id} expires {signal.expires_at - now_s():.0f} s from now, "
+                    f"later than HIVEBUS_SIGNAL_TTL_S ({self.settings.signal_ttl_s} s) allows; give it "
+                    f"a shorter ttl or raise HIVEBUS_SIGNAL_TTL_S")
+
+    async def _load_subscribers(self, signal_types: Sequence[str]) -> None:
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_type in signal_types:
+                pipe.smembers(self.keys.subscribers(signal_type))
+            found = await pipe.execute()
+        for signal_type, members in zip(signal_types, found, strict=True):
+            self._subscribers[signal_type] = sorted(members)
+
+    def _publish_call(self, signals: Sequence[Signal], untargeted: list[str],
+                      allow_unregistered: bool) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of one publish-script call (see coordinator/scripts.py)."""
+        targets: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        batch = []
+        for signal in signals:
+            explicit = bool(signal.target_agents)
+            names = signal.target_agents if explicit else self._subscribers[signal.signal_type]
+            indexes = [targets.setdefault(t, len(targets) + 1) for t in names]
+            source = sources.setdefault(signal.source_agent, len(sources) + 1)
+            batch.append([self._signal_ttl_ms(signal), indexes, 1 if explicit else 0, source,
+                          self._fields(signal)])
+        keys = [self.keys.signal_log(), self.keys.agents()]
+        for target in targets:
+            keys += [self.keys.inbox(target), self.keys.pending(target), self.keys.done(target)]
+        keys += [self.keys.signal(s.signal_id) for s in signals]
+        keys += [self.keys.subscribers(t) for t in untargeted]
+        keys += [self.keys.agent(source) for source in sources]
+        payload = {"t": list(targets), "s": list(sources), "b": batch,
+                   "y": [[t, self._subscribers[t]] for t in untargeted]}
+        args: list[str | int] = [self.settings.inbox_max, self.settings.log_stream_maxlen,
+                                 1 if allow_unregistered else 0, json.dumps(payload, separators=(",", ":"))]
+        return keys, args
+
+    def _fields(self, signal: Signal) -> list[str]:
+        """The signal's fields, flat ('id', 'type', 'source' first). Raises InvalidInput (too large)."""
+        fields = signal.to_fields()
+        if len(fields["data"]) > self.settings.max_payload_bytes:
+            raise InvalidInput(
+                f"signal data is {len(fields['data'])} bytes; the limit is "
+                f"{self.settings.max_payload_bytes} (HIVEBUS_MAX_PAYLOAD_BYTES)"
+            )
+        return [x for pair in fields.items() for x in pair]
+
+    def _signal_ttl_ms(self, signal: Signal) -> int:
+        # the signal key outlives the signal by a grace period, so its status stays readable
+        return max(1, int((signal.expires_at - now_s() + self.settings.signal_grace_s) * 1000))
+
+    # --- consuming ----------------------------------------------------------------
+    async def ensure_group(self, agent_id: str, start: str = "0") -> bool:
+        """Create the agent's inbox and consumer group if missing; return whether it was created.
+
+        A group is created reading from ``start``; ``0`` means every entry the inbox still
+        holds is delivered again, and the ledger keeps what was settled from running twice."""
+        async with translate_redis_errors():
+            try:
+                await self.redis.xgroup_create(self.keys.inbox(agent_id), agent_id, id=start, mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" in str(exc):
+                    return False
+                if "WRONGTYPE" in str(exc):
+                    raise BadKey(f"{self.keys.inbox(agent_id)} is not a stream (edited by hand?)") from None
+                raise
+        return True
+
+    async def read(
+        self, agent_id: str, consumer: str, *, count: int, block_ms: int | None
+    ) -> list[Delivery]:
+        """Read up to ``count`` new entries for ``consumer`` in the agent's group."""
+        async with translate_redis_errors():
+            reply = await self.redis.xreadgroup(
+                agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count, block=block_ms
+            )
+        return self._deliveries(reply)
+
+    def _deliveries(self, reply: Any) -> list[Delivery]:
+        """Decode an XREADGROUP reply."""
+        deliveries: list[Delivery] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                deliveries.append(decode_delivery(entry_id, fields, self.settings.max_payload_bytes))
+        return deliveries
+
+    async def settle(self, agent_id: str, consumer: str, outcomes: Sequence[Outcome]) -> Settled:
+        """Record a batch's outcomes in one fenced script call: effects, ack, ledger, retries,
+        dead letters, counters — for the entries ``consumer`` still owns, and only once."""
+        if not outcomes:
+            return Settled()
+        keys, args = self._settle_call(agent_id, consumer, outcomes)
+        async with translate_redis_errors():
+            try:
+                return _settled(await self._settle(keys=keys, args=args))
+            except redis_errors.ResponseError as exc:
+                raise publish_error(str(exc)) from None
+
+    async def settle_and_read(
+        self, agent_id: str, consumer: str, outcomes: Sequence[Outcome], *, count: int,
+        block_ms: int | None,
+    ) -> tuple[Settled | RedisUnavailable, list[Delivery]]:
+        """Settle ``outcomes`` and read the next batch in one round trip: a pipeline of the settle
+        script and the read, which Redis runs in that order (so the next batch's handlers see
+        this batch's effects). The settle's failure is returned beside what was read, not raised
+        (the read's entries must not be dropped with it); a failed read raises."""
+        keys, args = self._settle_call(agent_id, consumer, outcomes)
+        async with translate_redis_errors():
+            if not self._settle_loaded:  # else a NOSCRIPT would wait for the read to return
+                await self.redis.script_load(SETTLE)
+                self._settle_loaded = True
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            pipe.xreadgroup(agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count,
+                            block=block_ms)
+            settle_reply, read_reply = await pipe.execute(raise_on_error=False)
+            if isinstance(read_reply, Exception):
+                raise read_reply
+        deliveries = self._deliveries(read_reply)
+        try:
+            async with translate_redis_errors():
+                if isinstance(settle_reply, redis_errors.NoScriptError):  # a restarted server
+                    settle_reply = await self._settle(keys=keys, args=args)  # loads it, runs it
+                if isinstance(settle_reply, redis_errors.ResponseError):
+                    raise publish_error(str(settle_reply))
+                if isinstance(settle_reply, Exception):
+                    raise settle_reply
+                return _settled(settle_reply), deliveries
+        except RedisUnavailable as exc:
+            return exc, deliveries
+
+    def _settle_call(self, agent_id: str, consumer: str,
+                     outcomes: Sequence[Outcome]) -> tuple[list[str], list[str]]:
+        """KEYS and ARGV of one settle-script call (see coordinator/scripts.py)."""
+        keys = [self.keys.inbox(agent_id), self.keys.pending(agent_id), self.keys.done(agent_id),
+                self.keys.status(agent_id), self.keys.retries(agent_id), self.keys.dead_letters(agent_id),
+                self.keys.agent(agent_id)]
+        key_index: dict[str, int] = {}
+        entries = []
+        for outcome in outcomes:
+            delivery = outcome.delivery
+            # a failure may turn DEAD in the script (at the max deliveries): it needs the original too
+            unprocessed = outcome.status is not SignalStatus.PROCESSED
+            original = json.dumps(delivery.fields, separators=(",", ":")) if unprocessed else ""
+            effects = []
+            if outcome.status is SignalStatus.PROCESSED:
+                for command, key, *rest in outcome.effects:
+                    index = key_index.get(key)
+                    if index is None:
+                        keys.append(key)
+                        index = key_index[key] = len(keys)
+                    effects.append([command, index, *rest])
+            entries.append([delivery.entry_id, delivery.signal.signal_id if delivery.signal else "",
+                            outcome.status.value, printable(outcome.reason), original,
+                            random.random(), 1 if delivery.redelivered else 0, effects])
+        ids = [o.delivery.entry_id for o in outcomes]
+        payload = {"g": agent_id, "c": consumer, "now": int(now_s() * 1000),
+                   "keep": self.settings.ledger_ttl_ms, "dlq": DLQ_MAXLEN,
+                   "max": self.settings.max_deliveries, "base": int(self.settings.retry_base_s * 1000),
+                   "cap": int(self.settings.retry_max_s * 1000), "retain": self.settings.inbox_retain,
+                   "lo": min(ids, key=entry_order), "hi": max(ids, key=entry_order), "e": entries}
+        return keys, [json.dumps(payload, separators=(",", ":"))]
+
+    async def processed(self, agent_id: str, signal_ids: Sequence[str]) -> set[str]:
+        """Which of ``signal_ids`` the agent has settled already (its ``done`` ledger holds them)."""
+        if not signal_ids:
+            return set()
+        async with translate_redis_errors():
+            scores = await self.redis.zmscore(self.keys.done(agent_id), list(signal_ids))
+        return {s for s, score in zip(signal_ids, scores, strict=True) if score is not None}
+
+    # --- inspecting -----------------------------------------------------------------
+    async def report(self, signal_id: str) -> SignalReport:
+        """The signal and its status per target. Raises NotFound, InvalidId."""
+        key = self.keys.signal(check_signal_id(signal_id))
+        async with translate_redis_errors():
+            raw = await self.redis.get(key)
+        record = _record(raw)
+        if record is None:
+            raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
+        to = sorted(record["to"].items())
+        pipe = self.redis.pipeline(transaction=False)
+        for agent_id, entry in to:
+            pipe.hget(self.keys.pending(agent_id), signal_id)
+            pipe.hget(self.keys.status(agent_id), signal_id)
+            pipe.zscore(self.keys.done(agent_id), signal_id)
+            pipe.xpending_range(self.keys.inbox(agent_id), agent_id, entry, entry, 1)
+        async with translate_redis_errors():
+            found = await pipe.execute(raise_on_error=False)
+        targets = [_target_status(agent_id, entry, *found[4 * n:4 * n + 3], pel=found[4 * n + 3])
+                   for n, (agent_id, entry) in enumerate(to)]
+        return SignalReport(await self._body(signal_id, record), targets)
+
+    async def _body(self, signal_id: str, record: dict[str, Any]) -> Signal:
+        """The signal's fields: from its key when kept there, else from a target's inbox entry."""
+        if isinstance(record.get("fields"), dict):
+            return Signal.from_fields({str(k): str(v) for k, v in record["fields"].items()})
+        async with translate_redis_errors():
+            for agent_id, entry in sorted(record["to"].items()):
+                found = await self.redis.xrange(self.keys.inbox(agent_id), entry, entry)
+                if found:
+                    return Signal.from_fields(found[0][1])
+        raise NotFound(f"signal {signal_id} is known but its entries were trimmed from every inbox")
+
+    async def records(self, signal_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Each signal's key (type, source, ``to``: target -> entry), None when gone; one round trip."""
+        if not signal_ids:
+            return []
+        async with translate_redis_errors():
+            raws = await self.redis.mget([self.keys.signal(s) for s in signal_ids])
+        return [_record(raw) for raw in raws]
+
+    async def statuses(self, pairs: Sequence[tuple[str, str]]) -> list[SignalStatus]:
+        """The status of each (signal id, target agent), from the target's records; one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for signal_id, agent_id in pairs:
+            pipe.hget(self.keys.pending(agent_id), signal_id)
+            pipe.hget(self.keys.status(agent_id), signal_id)
+            pipe.zscore(self.keys.done(agent_id), signal_id)
+        async with translate_redis_errors():
+            found = await pipe.execute(raise_on_error=False)
+        return [_target_status(agent_id, "", *found[3 * n:3 * n + 3], pel=None).status
+                for n, (_, agent_id) in enumerate(pairs)]
+
+    async def recent(self, count: int = 20) -> list[dict[str, str]]:
+        """The last ``count`` published signals from the signal log, newest first."""
+        async with translate_redis_errors():
+            entries = await self.redis.xrevrange(self.keys.signal_log(), count=count)
+        rows = []
+        for entry_id, fields in entries:  # text that is not UTF-8 (written by hand) shown escaped
+            rows.append({"entry": entry_id, **{printable(k): printable(v) for k, v in fields.items()}})
+        return rows
+
+
+def _record(raw: str | None) -> dict[str, Any] | None:
+    """A signal key's JSON, with ``to`` as target -> entry id; None when missing or unreadable."""
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    to = record.get("to")
+    record["to"] = {str(k): str(v) for k, v in to.items()} if isinstance(to, dict) else {}
+    return record
+
+
+def _target_status(agent_id: str, entry: str, pending: Any, status: Any, done: Any, *,
+                   pel: Any) -> TargetStatus:
+    """One target's status from its pending record, status record, ledger and pending-entries list."""
+    deliveries, consumer = 0, None
+    if isinstance(pel, list) and pel:
+        deliveries, consumer = int(pel[0]["times_delivered"]), str(pel[0]["consumer"])
+    if isinstance(pending, str):
+        parts = pending.split(" ", 2)
+        attempts = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        error = parts[2] if len(parts) > 2 else None
+        state = SignalStatus.FAILED if error else SignalStatus.PENDING
+        if consumer is not None and not error:
+            state = SignalStatus.PROCESSING
+        return TargetStatus(agent_id, state, entry, error, deliveries, consumer, attempts)
+    if isinstance(status, str):
+        parts = status.split(" ", 3)
+        try:
+            state = SignalStatus(parts[0])
+        except ValueError:
+            state = SignalStatus.DEAD
+        attempts = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        return TargetStatus(agent_id, state, entry, parts[3] if len(parts) > 3 else None,
+                            deliveries, consumer, attempts)
+    if done is not None and not isinstance(done, Exception):
+        return TargetStatus(agent_id, SignalStatus.PROCESSED, entry, None, deliveries, consumer)
+    return TargetStatus(agent_id, SignalStatus.PENDING, entry, None, deliveries, consumer)
+
+
+def decode_delivery(entry_id: str, fields: dict[str, str], max_data: int | None = None,
+                    *, redelivered: bool = False) -> Delivery:
+    """Decode one inbox entry; a malformed, oversize or undecodable entry becomes a Delivery
+    carrying the error (its raw fields kept, bytes that are not UTF-8 escaped)."""
+    fields = fields or {}
+    for name, value in fields.items():
+        if not _is_text(name) or not _is_text(value):
+            return Delivery(entry_id, {printable(k): printable(v) for k, v in fields.items()}, None,
+                            f"malformed entry: field '{printable(name)}' holds bytes that are not UTF-8",
+                            redelivered)
+    if max_data is not None and len(fields.get("data", "")) > max_data:
+        return Delivery(entry_id, fields, None,
+                        f"malformed entry: data is {len(fields['data'])} bytes; the limit is {max_data}",
+                        redelivered)
+    try:
+        return Delivery(entry_id, fields, Signal.from_fields(fields), None, redelivered)
+    except InvalidInput as exc:
+        return Delivery(entry_id, fields, None, f"malformed entry: {printable(str(exc))}", redelivered)
+
+
+def _is_text(value: object) -> bool:
+    """Whether a decoded reply is valid UTF-8 text (the client maps other bytes to surrogates)."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():  # the usual case, checked in C
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to store and log: bytes that are not UTF-8 shown as ``\\xNN``."""
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id ``<ms>-<seq>``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _settled(reply: Any) -> Settled:
+    letters = tuple((str(reply[i]), str(reply[i + 1])) for i in range(5, len(reply), 2))
+    return Settled(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), letters)
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def publish_error(text: str) -> Exception:
+    """The hivebus error a script's error reply stands for (UNKNOWN_AGENT, INBOX_FULL, BAD_KEY),
+    else a redis-py ResponseError to be translated as usual."""
+    if "UNKNOWN_AGENT" in text:
+        agent = text.split("UNKNOWN_AGENT", 1)[1].strip().split()[0]
+        return UnknownAgent(
+            f"agent {agent!r} has never registered (start it first, or pass --allow-unregistered)"
+        )
+    if "INBOX_FULL" in text:
+        agent, backlog = [*text.split("INBOX_FULL", 1)[1].split(), "?", "?"][:2]
+        return InboxFull(f"agent {agent!r} has {backlog} unsettled signals, the most its inbox takes "
+                         f"(HIVEBUS_INBOX_MAX): it is stopped or behind; try again later")
+    if "BAD_KEY" in text:
+        message = text.split("BAD_KEY", 1)[1].strip().split(" script:")[0].strip()
+        return BadKey(message, message.split(" ", 1)[0])
+    return redis_errors.ResponseError(text)

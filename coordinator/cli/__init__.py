@@ -1,0 +1,1 @@
+"""The hivebus command line: main.py builds the parser; each command group loads what it needs."""

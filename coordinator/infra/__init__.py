@@ -1,0 +1,3 @@
+"""Where hivebus meets the outside: Redis clients, the Lua scripts, the managed local Redis, ACL
+rules, logging, the server checks.
+"""

@@ -1,0 +1,80 @@
+"""Redis ACL rules that give each agent only what it needs, and the coordinator what it needs.
+
+An agent user may:
+
+* read, ack and claim entries of **its own** inbox (``hive:inbox:{<id>}``), and write its own
+  registry entry, heartbeats, pending records, ledger, state, memory, decision indexes,
+  events, retries and dead letters (every key with its hash tag ``{<id>}``);
+* publish: write signal keys and the signal log, and — through Redis 7 *selectors* that pair
+  each command with the keys it may touch — append (``XADD`` only) to other agents' inboxes,
+  add their pending records, and read (``ZSCORE`` only) their ledgers;
+* read and write shared memory, decisions (keyed by decision id) and the learning queue.
+
+It cannot read another agent's state or memory, nor read, ack or delete another agent's
+signals: Redis itself refuses with NOPERM. Selectors need Redis 7.0+; on 6.2 the rules
+cannot separate "append to" from "ack" on other inboxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hivebus.domain.keys import Keys, check_agent_id, tag
+
+PASSWORD_PLACEHOLDER = "REPLACE_WITH_A_SECRET"
+COMMANDS = ("+@read +@write +@stream +@hash +@set +@sortedset +@string +@list +@keyspace "
+            "+@scripting +@connection +@transaction -@admin -@dangerous +ping +info")
+
+
+def agent_user(agent_id: str) -> str:
+    """The Redis user name of an agent."""
+    return f"hivebus-agent-{check_agent_id(agent_id)}"
+
+
+OWN_KINDS = ("inbox", "pending", "done", "status", "retry", "dlq", "agent", "state", "stm", "decisions",
+             "events", "fx", "hb")
+
+
+def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
+    """``ACL SETUSER`` arguments (after the user name) for one agent."""
+    ns, me = keys.namespace, tag(agent_id)
+    own = [f"{ns}:{kind}:{me}" for kind in OWN_KINDS]
+    patterns = [p for key in own for p in (key, f"{key}:*")]
+    patterns += [f"{ns}:agents", f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
+                 f"{ns}:shared:*", f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes",
+                 f"{ns}:late-outcomes", f"{ns}:layout"]
+    # Publishing: the publish script declares each target's inbox, pending record and ledger
+    # among its keys. One selector lets EVAL/EVALSHA name them; inside the script every command
+    # is checked again, and these selectors pair each command with the keys it may touch:
+    # XADD to inboxes, HSET/HEXISTS/HLEN of pending records, ZSCORE (read only) of ledgers.
+    publish_keys = [f"{ns}:inbox:*", f"{ns}:pending:*", f"{ns}:done:*", f"{ns}:signal:*",
+                    f"{ns}:signals", f"{ns}:subs:*", f"{ns}:agents", f"{ns}:agent:{me}"]
+    selectors = [
+        "(" + " ".join([*(f"~{k}" for k in publish_keys), "+evalsha", "+eval"]) + ")",
+        f"(~{ns}:inbox:* +xadd +xlen +type)",
+        f"(~{ns}:pending:* +hset +hexists +hlen +type)",
+        f"(%R~{ns}:done:* +zscore +type)",
+    ]
+    return ["reset", "on", f">{password}", *(f"~{p}" for p in patterns), "resetchannels",
+            *COMMANDS.split(), *selectors]
+
+
+def coordinator_rule(keys: Keys, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
+    """``ACL SETUSER`` arguments for the coordinator: every key of the namespace."""
+    return ["reset", "on", f">{password}", f"~{keys.namespace}:*", "resetchannels", *COMMANDS.split()]
+
+
+COORDINATOR_USER = "hivebus-coordinator"
+
+
+def acl_users(keys: Keys, agent_ids: Iterable[str]) -> list[tuple[str, str | None, list[str]]]:
+    """(user, agent id or None for the coordinator, ``ACL SETUSER`` arguments after the name):
+    the coordinator first, then one user per agent."""
+    return [(COORDINATOR_USER, None, coordinator_rule(keys)),
+            *((agent_user(a), a, agent_rule(keys, a)) for a in agent_ids)]
+
+
+def acl_script(keys: Keys, agent_ids: Iterable[str]) -> list[str]:
+    """redis-cli commands that create the coordinator user and one user per agent."""
+    return [" ".join(["ACL", "SETUSER", user, *(f'"{a}"' if " " in a else a for a in rule)])
+            for user, _, rule in acl_users(keys, agent_ids)]

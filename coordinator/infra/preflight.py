@@ -1,0 +1,85 @@
+"""Checks every hivebus process makes of its Redis before using it.
+
+* **Eviction.** A server with ``maxmemory`` set and a ``maxmemory-policy`` other than
+  ``noeviction`` deletes keys when memory runs short: inbox entries, pending records, the
+  registry — signals would be lost without a trace. It is read from ``INFO memory`` (``CONFIG``
+  may be refused to an application user), and the process refuses to run unless
+  ``HIVEBUS_ALLOW_EVICTION=1`` says otherwise, which is then warned about at every start.
+* **Key layout.** ``<ns>:layout`` says which key layout a namespace's data is written in. Data of
+  an older layout (no marker, and a registered agent whose keys are named the 0.1 way) is
+  refused with how to start fresh; any other namespace gets the marker.
+"""
+
+from __future__ import annotations
+
+from hivebus.domain.errors import UnsafeRedis
+from hivebus.domain.keys import LAYOUT_VERSION, Keys
+from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.logs import get_logger
+from hivebus.settings import Settings
+
+
+async def check_server(redis: Redis, settings: Settings) -> None:
+    """Refuse (UnsafeRedis) a server that evicts keys or holds data of another key layout."""
+    await check_eviction(redis, settings)
+    await check_layout(redis, settings)
+
+
+async def check_eviction(redis: Redis, settings: Settings) -> None:
+    """Refuse a server whose eviction policy can delete hivebus keys, unless allowed."""
+    async with translate_redis_errors():
+        info = await redis.info("memory")
+    maxmemory = int(info.get("maxmemory", 0) or 0)
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if maxmemory == 0 or policy == "noeviction":
+        return
+    problem = (f"Redis evicts keys when full (maxmemory-policy {policy}, maxmemory {maxmemory} bytes): "
+               f"signals and memory would be lost without a trace")
+    if settings.allow_eviction:
+        get_logger().warning("running on an evicting Redis (HIVEBUS_ALLOW_EVICTION=1)", problem=problem)
+        return
+    raise UnsafeRedis(f"{problem}; set 'maxmemory-policy noeviction' (CONFIG SET maxmemory-policy "
+                      f"noeviction, and in redis.conf), or HIVEBUS_ALLOW_EVICTION=1 to run anyway")
+
+
+async def check_layout(redis: Redis, settings: Settings) -> None:
+    """Mark a namespace with this layout unless it holds data of another; refuse that data."""
+    keys = Keys(settings.namespace)
+    async with translate_redis_errors():
+        found = await redis.get(keys.layout())
+        if found is None and not await _holds_old_layout(redis, keys):
+            await redis.set(keys.layout(), LAYOUT_VERSION, nx=True)
+            return
+    if found == LAYOUT_VERSION:
+        return
+    written = f"key layout {found}" if found else "the key layout of hivebus 0.1"
+    raise UnsafeRedis(
+        f"namespace {settings.namespace!r} holds data written in {written}, which this version "
+        f"(key layout {LAYOUT_VERSION}) does not read; start fresh with 'hivebus reset --yes' "
+        f"(deletes the namespace's keys) or use another HIVEBUS_NAMESPACE")
+
+
+async def _holds_old_layout(redis: Redis, keys: Keys) -> bool:
+    """Whether a registered agent has keys named as hivebus 0.1 named them (O(1): one member)."""
+    member = await redis.srandmember(keys.agents())
+    if not member:
+        return False
+    return bool(await redis.exists(f"{keys.prefix}agent:{member}", f"{keys.prefix}stream:{member}"))
+
+
+async def reset_namespace(redis: Redis, settings: Settings) -> int:
+    """Delete every key of the namespace (SCAN + UNLINK, 1,000 at a time) and mark it with this
+    layout; return how many keys were deleted. The durable store is not touched."""
+    keys = Keys(settings.namespace)
+    removed = 0
+    async with translate_redis_errors():
+        batch: list[str] = []
+        async for key in redis.scan_iter(match=f"{keys.prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += int(await redis.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(await redis.unlink(*batch))
+        await redis.set(keys.layout(), LAYOUT_VERSION)
+    return removed

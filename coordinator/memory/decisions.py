@@ -1,0 +1,384 @@
+"""The decision log: what an agent decided, why, what triggered it, and how it turned out.
+
+A decision is a hash; each agent has time indexes of its decisions: all of them, and by
+type, by result (``pending``, ``ok``, ``failed``) and by both, so a query with any of those
+filters pages through one index and reads only what it returns. ``log_outcome`` is a Lua
+script: the outcome is attached once, moving the decision from the pending indexes to
+the ok or failed ones; a second outcome for the same decision is refused with
+AlreadyRecorded (the first one is kept — corrections are new decisions whose parent is
+the old one).
+Decisions stay in Redis for the STM window; the coordinator archives older ones to
+the durable store, and :meth:`DecisionLog.query` is the API that will span both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis import exceptions as redis_errors
+
+from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
+from hivebus.domain.ids import new_id
+from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
+from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.settings import Settings
+
+if TYPE_CHECKING:
+    from hivebus.store.sqlite import SQLiteStore
+
+# KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
+#       pending index of this type, 5 its ok / failed index, 6 the same of this type.
+# ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
+LOG_OUTCOME = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_DECISION') end
+if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return redis.error_reply('HAS_OUTCOME') end
+local at = tonumber(redis.call('HGET', KEYS[1], 'timestamp')) or tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'success', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[5], at, ARGV[3])
+redis.call('ZADD', KEYS[6], at, ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 1
+"""
+QUERY_PAGE = 64  # decisions read per round trip while a query fills its limit
+
+
+class DecisionType(StrEnum):
+    """The five decision types of the seeds; any other UPPER_SNAKE_CASE name is allowed too."""
+
+    SOURCE_SELECTION = "SOURCE_SELECTION"
+    QUERY_EXECUTION = "QUERY_EXECUTION"
+    SIGNAL_GENERATION = "SIGNAL_GENERATION"
+    RISK_ASSESSMENT = "RISK_ASSESSMENT"
+    TRADE_EXECUTION = "TRADE_EXECUTION"
+
+
+class DecisionOutcome(BaseModel):
+    """How a decision turned out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    success: bool
+    quality_score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    latency_ms: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    error: str | None = Field(default=None, max_length=2000)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    recorded_at: float = Field(default_factory=now_s)
+
+
+class DecisionRecord(BaseModel):
+    """One decision (PRODUCT.md §2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision_id: str = Field(default_factory=new_id)
+    agent_id: str
+    decision_type: str
+    timestamp: float = Field(default_factory=now_s)
+    context: dict[str, Any] = Field(default_factory=dict)
+    reasoning: dict[str, Any] = Field(default_factory=dict)
+    outcome: DecisionOutcome | None = None
+    is_stm: bool = True
+    parent_decision_id: str | None = None
+    triggered_by: tuple[str, ...] = ()
+
+    def to_fields(self) -> dict[str, str]:
+        """Readable hash fields (JSON for context, reasoning and outcome)."""
+        fields = {
+            "decision_id": self.decision_id, "agent_id": self.agent_id,
+            "decision_type": self.decision_type, "timestamp": repr(self.timestamp),
+            "context": json.dumps(self.context, sort_keys=True, separators=(",", ":")),
+            "reasoning": json.dumps(self.reasoning, sort_keys=True, separators=(",", ":")),
+            "is_stm": "1" if self.is_stm else "0",
+            "triggered_by": ",".join(self.triggered_by),
+        }
+        if self.parent_decision_id:
+            fields["parent_decision_id"] = self.parent_decision_id
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> DecisionRecord:
+        """Decode a stored decision."""
+        outcome = fields.get("outcome")
+        return cls(
+            decision_id=fields["decision_id"], agent_id=fields["agent_id"],
+            decision_type=fields["decision_type"], timestamp=float(fields["timestamp"]),
+            context=json.loads(fields.get("context") or "{}"),
+            reasoning=json.loads(fields.get("reasoning") or "{}"),
+            outcome=DecisionOutcome.model_validate_json(outcome) if outcome else None,
+            is_stm=fields.get("is_stm", "1") == "1",
+            parent_decision_id=fields.get("parent_decision_id") or None,
+            triggered_by=tuple(filter(None, fields.get("triggered_by", "").split(","))),
+        )
+
+
+def indexed_type(decision_type: object) -> str | None:
+    """The type a decision is indexed under; None for a type edited by hand into one no index
+    can be named after (such a decision is in the agent-wide indexes only)."""
+    if not isinstance(decision_type, str):
+        return None
+    try:
+        return check_signal_type(decision_type)
+    except InvalidId:
+        return None
+
+
+def _readable(fields: dict[str, str]) -> DecisionRecord | None:
+    if not fields:
+        return None
+    try:
+        return DecisionRecord.from_fields(fields)
+    except (KeyError, ValueError, ValidationError):
+        return None
+
+
+class DecisionLog:
+    """Writes and queries decision records; with an ``archive`` store, reads span both."""
+
+    def __init__(self, redis: Redis, settings: Settings, archive: SQLiteStore | None = None) -> None:
+        self.redis = redis
+        self.archive = archive
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self._log_outcome = redis.register_script(LOG_OUTCOME)
+
+    async def log_decision(
+        self, agent_id: str, decision_type: str, *, context: dict[str, Any] | None = None,
+        reasoning: dict[str, Any] | None = None, parent_decision_id: str | None = None,
+        triggered_by: Iterable[str] = (), timestamp: float | None = None,
+        decision_id: str | None = None,
+    ) -> str:
+        """Record a decision; return its id. Raises InvalidInput / InvalidId for bad input.
+
+        With an explicit ``decision_id`` that already exists nothing is written (a handler
+        running again for a redelivered signal logs each decision once).
+        """
+        check_agent_id(agent_id)
+        check_signal_type(decision_type)
+        triggers = tuple(check_signal_id(s) for s in triggered_by)
+        if parent_decision_id:
+            check_item_id(parent_decision_id)
+        try:
+            record = DecisionRecord(
+                decision_id=check_item_id(decision_id) if decision_id else new_id(),
+                agent_id=agent_id, decision_type=decision_type, context=dict(context or {}),
+                reasoning=dict(reasoning or {}), parent_decision_id=parent_decision_id,
+                triggered_by=triggers, timestamp=timestamp if timestamp is not None else now_s(),
+            )
+        except ValidationError as exc:
+            raise InvalidInput(describe_validation_error(exc)) from None
+        confidence = record.reasoning.get("confidence")
+        if confidence is not None and not (
+            isinstance(confidence, int | float) and 0.0 <= confidence <= 1.0
+        ):
+            raise InvalidInput(f"reasoning.confidence must be between 0 and 1, got {confidence!r}")
+        async with translate_redis_errors():
+            if decision_id and await self.redis.exists(self.keys.decision(decision_id)):
+                return decision_id
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.keys.decision(record.decision_id), mapping=record.to_fields())
+            entry = {record.decision_id: record.timestamp}
+            for of_type in (None, decision_type):
+                pipe.zadd(self.keys.decision_index(agent_id, of_type), entry)
+                pipe.zadd(self.keys.decision_index(agent_id, of_type, "pending"), entry)
+            pipe.sadd(self.keys.decision_agents(), agent_id)
+            await pipe.execute()
+        return record.decision_id
+
+    async def log_outcome(
+        self, decision_id: str, *, success: bool, quality_score: float | None = None,
+        latency_ms: float | None = None, error: str | None = None,
+        metrics: dict[str, Any] | None = None, queue_unknown: bool = True,
+    ) -> DecisionOutcome:
+        """Attach the outcome of a decision, once.
+
+        An outcome of a decision no longer in Redis (archived after the STM window: a trade
+        that closes after a day) is queued for the coordinator, which records it in the archive
+        and learns from it once, or sets it aside with the reason when the archive does not
+        know the decision (with an ``archive``, that is checked here: NotFound; without one and
+        with ``queue_unknown=False``, a decision not in Redis is NotFound).
+        Raises AlreadyRecorded (it has an outcome, or one is queued; the first is kept),
+        InvalidInput (bad values), NotFound. Nothing changes when it raises.
+        """
+        key = self.keys.decision(decision_id)
+        try:
+            outcome = DecisionOutcome(success=success, quality_score=quality_score,
+                                      latency_ms=latency_ms, error=error, metrics=dict(metrics or {}))
+        except ValidationError as exc:
+            raise InvalidInput(describe_validation_error(exc)) from None
+        async with translate_redis_errors():
+            agent_id, decision_type = await self.redis.hmget(key, ["agent_id", "decision_type"])
+            if agent_id is None:
+                if self.archive is None and not queue_unknown:
+                    raise NotFound(f"no decision {decision_id} in Redis (and no archive here to look in)")
+                return await self._late_outcome(decision_id, outcome)
+            result = "ok" if success else "failed"
+            of_type = indexed_type(decision_type)
+            try:
+                await self._log_outcome(
+                    keys=[key, self.keys.outcomes(),
+                          self.keys.decision_index(agent_id, None, "pending"),
+                          self.keys.decision_index(agent_id, of_type, "pending"),
+                          self.keys.decision_index(agent_id, None, result),
+                          self.keys.decision_index(agent_id, of_type, result)],
+                    args=[outcome.model_dump_json(), "1" if success else "0", decision_id,
+                          outcome.recorded_at],
+                )
+            except redis_errors.ResponseError as exc:
+                if "HAS_OUTCOME" in str(exc):
+                    raise AlreadyRecorded(
+                        f"decision {decision_id} already has an outcome; the first one is kept"
+                    ) from None
+                if "UNKNOWN_DECISION" in str(exc):
+                    raise NotFound(f"no decision {decision_id}") from None
+                raise
+        return outcome
+
+    async def _late_outcome(self, decision_id: str, outcome: DecisionOutcome) -> DecisionOutcome:
+        if self.archive is not None:
+            archived = await self.archive.archived_decision(decision_id)
+            if archived is None:
+                raise NotFound(f"no decision {decision_id}")
+            if archived[0].outcome is not None:
+                raise AlreadyRecorded(f"decision {decision_id} already has an outcome; the first one is kept")
+        async with translate_redis_errors():
+            queued = await self.redis.hsetnx(self.keys.late_outcomes(), decision_id,
+                                             outcome.model_dump_json())
+        if not queued:
+            raise AlreadyRecorded(f"decision {decision_id} already has an outcome queued; "
+                                  "the first one is kept")
+        return outcome
+
+    async def get(self, decision_id: str) -> DecisionRecord:
+        """One decision. Raises NotFound, InvalidId."""
+        async with translate_redis_errors():
+            fields = await self.redis.hgetall(self.keys.decision(decision_id))
+        if fields:
+            record = _readable(fields)
+            if record is None:
+                raise InvalidInput(f"decision {decision_id} is unreadable (edited by hand?); "
+                                   f"its fields: hivebus redis-cli HGETALL {self.keys.decision(decision_id)}")
+            return record
+        archived = await self.archive.archived_decision(decision_id) if self.archive else None
+        if archived is None:
+            raise NotFound(f"no decision {decision_id}")
+        return archived[0]
+
+    async def record_caused_signal(self, decision_id: str, signal_id: str) -> None:
+        """Remember that ``signal_id`` was published because of ``decision_id``."""
+        async with translate_redis_errors():
+            await self.redis.sadd(self.keys.decision_signals(decision_id), signal_id)
+
+    async def caused_signals(self, decision_id: str) -> list[str]:
+        """Ids of the signals a decision caused, oldest first."""
+        async with translate_redis_errors():
+            caused = sorted(await self.redis.smembers(self.keys.decision_signals(decision_id)))
+        if not caused and self.archive is not None:
+            archived = await self.archive.archived_decision(decision_id)
+            caused = archived[1] if archived else []
+        return caused
+
+    async def query(
+        self, agent_id: str, *, decision_type: str | None = None, success: bool | None = None,
+        since: float | None = None, until: float | None = None, pending: bool = False,
+        limit: int = 100,
+    ) -> list[DecisionRecord]:
+        """An agent's decisions, newest first, filtered by type, success, time, outcome-pending.
+
+        Pages through the one index that holds exactly the decisions asked for (by type, by
+        result, by both), newest first, until ``limit`` are found: a filter that matches
+        nothing costs one empty read. Archived decisions (with a store) are merged in."""
+        if pending and success is not None:
+            return []  # a decision awaiting its outcome has neither succeeded nor failed
+        result = "pending" if pending else None if success is None else "ok" if success else "failed"
+        index = self.keys.decision_index(agent_id, decision_type, result)
+        lo = since if since is not None else "-inf"
+        hi = until if until is not None else "+inf"
+        found: list[DecisionRecord] = []
+        offset = 0
+        while len(found) < limit:
+            page = min(QUERY_PAGE, limit - len(found))
+            async with translate_redis_errors():
+                ids = await self.redis.zrevrangebyscore(index, hi, lo, start=offset, num=page)
+                pipe = self.redis.pipeline(transaction=False)
+                for decision_id in ids:
+                    pipe.hgetall(self.keys.decision(decision_id))
+                rows = await pipe.execute() if ids else []
+            for fields in rows:
+                record = _readable(fields)
+                if record is None:
+                    continue  # archived meanwhile, or edited by hand into nonsense
+                if decision_type and record.decision_type != decision_type:
+                    continue
+                if success is not None and (record.outcome is None or record.outcome.success != success):
+                    continue
+                found.append(record)
+            offset += len(ids)
+            if len(ids) < page:
+                break
+        if self.archive is not None and not pending:
+            seen = {d.decision_id for d in found}
+            older = await self.archive.archived(agent_id, since=since, until=until,
+                                                decision_type=decision_type, success=success,
+                                                limit=limit)
+            found += [d for d in older if d.decision_id not in seen]
+            found.sort(key=lambda d: -d.timestamp)
+            found = found[:limit]
+        return found
+
+    # --- the five seed decision types ------------------------------------------------------------
+    async def log_source_selection(
+        self, agent_id: str, *, sources: list[str], scores: dict[str, float], selected: list[str],
+        confidence: float, context: dict[str, Any] | None = None, **extra: Any,
+    ) -> str:
+        """SOURCE_SELECTION: which data sources were considered and chosen."""
+        return await self.log_decision(
+            agent_id, DecisionType.SOURCE_SELECTION, context=context,
+            reasoning={"sources": sources, "scores": scores, "selected": selected,
+                       "confidence": confidence}, **extra)
+
+    async def log_query_execution(
+        self, agent_id: str, *, source: str, query: str, confidence: float,
+        context: dict[str, Any] | None = None, **extra: Any,
+    ) -> str:
+        """QUERY_EXECUTION: a query run against a source."""
+        return await self.log_decision(
+            agent_id, DecisionType.QUERY_EXECUTION, context=context,
+            reasoning={"source": source, "query": query, "confidence": confidence}, **extra)
+
+    async def log_signal_generation(
+        self, agent_id: str, *, signal_type: str, confidence: float,
+        patterns_applied: list[str] | None = None, context: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> str:
+        """SIGNAL_GENERATION: a signal the agent decided to emit, with the patterns applied."""
+        return await self.log_decision(
+            agent_id, DecisionType.SIGNAL_GENERATION, context=context,
+            reasoning={"signal_type": signal_type, "confidence": confidence,
+                       "patterns_applied": patterns_applied or []}, **extra)
+
+    async def log_risk_assessment(
+        self, agent_id: str, *, risk_level: str, confidence: float,
+        position_limit: float | None = None, context: dict[str, Any] | None = None, **extra: Any,
+    ) -> str:
+        """RISK_ASSESSMENT: a risk level and the position limit it implies."""
+        return await self.log_decision(
+            agent_id, DecisionType.RISK_ASSESSMENT, context=context,
+            reasoning={"risk_level": risk_level, "position_limit": position_limit,
+                       "confidence": confidence}, **extra)
+
+    async def log_trade_execution(
+        self, agent_id: str, *, action: str, size: float, confidence: float,
+        symbol: str | None = None, context: dict[str, Any] | None = None, **extra: Any,
+    ) -> str:
+        """TRADE_EXECUTION: an order the agent decided to place."""
+        return await self.log_decision(
+            agent_id, DecisionType.TRADE_EXECUTION, context=context,
+            reasoning={"action": action, "size": size, "symbol": symbol, "confidence": confidence},
+            **extra)

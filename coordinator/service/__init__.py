@@ -1,0 +1,3 @@
+"""The coordinator service: the lease, the consolidation pass (learning, archiving), retention and
+set-aside records.
+"""
