@@ -45,10 +45,11 @@ import anyio
 import redis.asyncio as aioredis
 
 from bench.workloads import Env
+from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.agents.memory import AgentMemory
 from hivebus.domain.scoring import words
 from hivebus.infra.connection import Redis, open_client
-from hivebus.memory.decisions import DecisionLog, DecisionType
+from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.stm import ShortTermMemory
 
 SIZES = (1_000, 10_000, 100_000)

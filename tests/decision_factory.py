@@ -8,8 +8,8 @@ from typing import Any
 
 import redis as sync_redis
 
+from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.keys import Keys
-from hivebus.memory.decisions import DecisionOutcome, DecisionRecord
 
 ACTIONS = [("buy", {"whale": "accumulation"}, 0.8), ("sell", {"whale": "distribution"}, 0.5),
            ("buy", {"whale": "distribution"}, 0.3)]

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.learning import Thresholds, bucket, credits_for, wilson_lower_bound
-from hivebus.memory.decisions import DecisionOutcome, DecisionRecord
 
 
 def wilson_by_quadratic(successes: int, n: int, z: float = 1.96) -> float:

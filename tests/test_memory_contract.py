@@ -7,11 +7,12 @@ from typing import Any
 import anyio
 import pytest
 
+from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound, VersionConflict
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys
 from hivebus.domain.scoring import relevance, words
-from hivebus.memory.decisions import DecisionLog, DecisionType
+from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.events import EpisodicLog
 from hivebus.memory.state import AgentState, AgentStatus, StateStore, StateType
 from hivebus.memory.stm import ShortTermMemory
@@ -261,7 +262,8 @@ def test_relevance_formula_by_hand() -> None:
 async def test_decision_outcome_once(redis: Any, settings: Settings) -> None:
     """An outcome attaches once; a second is AlreadyRecorded and the first is kept."""
     log = DecisionLog(redis, settings)
-    decision_id = await log.log_risk_assessment("rm-1", risk_level="LOW", confidence=0.8)
+    decision_id = await log.log_decision("rm-1", "RISK_ASSESSMENT",
+                                       reasoning={"risk_level": "LOW", "confidence": 0.8})
     assert [d.decision_id for d in await log.query("rm-1", pending=True)] == [decision_id]
     await log.log_outcome(decision_id, success=True, quality_score=0.9, latency_ms=12,
                           metrics={"pnl": 10})
@@ -276,14 +278,14 @@ async def test_bad_decisions_change_nothing(redis: Any, settings: Settings) -> N
     """Confidence 1.5, unknown decision ids and hostile agent ids are refused."""
     log = DecisionLog(redis, settings)
     with pytest.raises(InvalidInput, match="confidence"):
-        await log.log_trade_execution("te-1", action="buy", size=1, confidence=1.5)
+        await log.log_decision("te-1", "TRADE_EXECUTION", reasoning={"action": "buy", "confidence": 1.5})
     assert await log.query("te-1") == []
     with pytest.raises(NotFound):
         await log.log_outcome(new_id(), success=True, queue_unknown=False)
     with pytest.raises(InvalidId):
         await log.log_decision("te 1", "TRADE_EXECUTION")
     with pytest.raises(InvalidInput, match="quality_score"):
-        decision_id = await log.log_trade_execution("te-1", action="buy", size=1, confidence=0.5)
+        decision_id = await log.log_decision("te-1", "TRADE_EXECUTION", reasoning={"confidence": 0.5})
         await log.log_outcome(decision_id, success=True, quality_score=2)
 
 

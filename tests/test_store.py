@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import NotFound, NotLeader, StoreError
 from hivebus.domain.learning import Thresholds, credits_for
-from hivebus.memory.decisions import DecisionOutcome, DecisionRecord
 from hivebus.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 

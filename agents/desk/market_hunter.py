@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.agents.desk.market import funding_bucket
 from hivebus.agents.runner import Permanent
 from hivebus.agents.runtime import Agent, Context, handles
 from hivebus.domain.models import Severity, Signal
-from hivebus.memory.decisions import DecisionType
 
 DEFAULT_CONFIGURATION = {"whale_flow_btc": 500.0, "extreme_funding": 0.0025}
 SOURCES = ("coinglass", "cryptoquant", "glassnode")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.agents.desk.market import market_cycle
 from hivebus.agents.runtime import Agent, Context, handles
 from hivebus.domain.models import Severity, Signal
-from hivebus.memory.decisions import DecisionType
 from hivebus.memory.state import AgentStatus
 
 POSITION_LIMIT_BTC = {"LOW": 1.0, "MEDIUM": 0.5, "HIGH": 0.0}

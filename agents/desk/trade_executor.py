@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.agents.desk.market import HORIZON, market_cycle
 from hivebus.agents.runner import Permanent
 from hivebus.agents.runtime import Agent, Context, handles
 from hivebus.domain.errors import AlreadyRecorded, HivebusError
 from hivebus.domain.models import Signal
 from hivebus.infra.logs import get_logger
-from hivebus.memory.decisions import DecisionType
 
 
 class TradeExecutor(Agent):

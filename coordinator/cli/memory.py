@@ -22,9 +22,10 @@ from hivebus.cli.views import (
     snapshot_json,
     state_json,
 )
+from hivebus.domain.decision import DecisionRecord
 from hivebus.domain.errors import HivebusError, InvalidInput, NotFound
 from hivebus.domain.keys import check_agent_id
-from hivebus.memory.decisions import DecisionLog, DecisionRecord
+from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.state import StateStore, StateType
 from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings

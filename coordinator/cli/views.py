@@ -25,9 +25,9 @@ from pydantic import ValidationError
 
 from hivebus.bus.bus import TargetStatus, entry_order, printable
 from hivebus.bus.registry import AgentInfo
+from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.models import Signal
-from hivebus.memory.decisions import DecisionOutcome, DecisionRecord
 from hivebus.memory.state import AgentState
 from hivebus.memory.stm import MemoryItem
 from hivebus.store.sqlite import MemoryPattern

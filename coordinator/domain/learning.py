@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from hivebus.memory.decisions import DecisionRecord
+from hivebus.domain.decision import DecisionRecord
 
 MAX_FEATURES = 8
 

@@ -13,14 +13,13 @@ the durable store, and :meth:`DecisionLog.query` is the API that will span both.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
+from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
@@ -47,75 +46,6 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 return 1
 """
 QUERY_PAGE = 64  # decisions read per round trip while a query fills its limit
-
-
-class DecisionType(StrEnum):
-    """The five decision types of the seeds; any other UPPER_SNAKE_CASE name is allowed too."""
-
-    SOURCE_SELECTION = "SOURCE_SELECTION"
-    QUERY_EXECUTION = "QUERY_EXECUTION"
-    SIGNAL_GENERATION = "SIGNAL_GENERATION"
-    RISK_ASSESSMENT = "RISK_ASSESSMENT"
-    TRADE_EXECUTION = "TRADE_EXECUTION"
-
-
-class DecisionOutcome(BaseModel):
-    """How a decision turned out."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    success: bool
-    quality_score: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
-    latency_ms: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    error: str | None = Field(default=None, max_length=2000)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    recorded_at: float = Field(default_factory=now_s)
-
-
-class DecisionRecord(BaseModel):
-    """One decision (PRODUCT.md §2)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    decision_id: str = Field(default_factory=new_id)
-    agent_id: str
-    decision_type: str
-    timestamp: float = Field(default_factory=now_s)
-    context: dict[str, Any] = Field(default_factory=dict)
-    reasoning: dict[str, Any] = Field(default_factory=dict)
-    outcome: DecisionOutcome | None = None
-    is_stm: bool = True
-    parent_decision_id: str | None = None
-    triggered_by: tuple[str, ...] = ()
-
-    def to_fields(self) -> dict[str, str]:
-        """Readable hash fields (JSON for context, reasoning and outcome)."""
-        fields = {
-            "decision_id": self.decision_id, "agent_id": self.agent_id,
-            "decision_type": self.decision_type, "timestamp": repr(self.timestamp),
-            "context": json.dumps(self.context, sort_keys=True, separators=(",", ":")),
-            "reasoning": json.dumps(self.reasoning, sort_keys=True, separators=(",", ":")),
-            "is_stm": "1" if self.is_stm else "0",
-            "triggered_by": ",".join(self.triggered_by),
-        }
-        if self.parent_decision_id:
-            fields["parent_decision_id"] = self.parent_decision_id
-        return fields
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, str]) -> DecisionRecord:
-        """Decode a stored decision."""
-        outcome = fields.get("outcome")
-        return cls(
-            decision_id=fields["decision_id"], agent_id=fields["agent_id"],
-            decision_type=fields["decision_type"], timestamp=float(fields["timestamp"]),
-            context=json.loads(fields.get("context") or "{}"),
-            reasoning=json.loads(fields.get("reasoning") or "{}"),
-            outcome=DecisionOutcome.model_validate_json(outcome) if outcome else None,
-            is_stm=fields.get("is_stm", "1") == "1",
-            parent_decision_id=fields.get("parent_decision_id") or None,
-            triggered_by=tuple(filter(None, fields.get("triggered_by", "").split(","))),
-        )
 
 
 def indexed_type(decision_type: object) -> str | None:
@@ -331,54 +261,3 @@ class DecisionLog:
             found.sort(key=lambda d: -d.timestamp)
             found = found[:limit]
         return found
-
-    # --- the five seed decision types ------------------------------------------------------------
-    async def log_source_selection(
-        self, agent_id: str, *, sources: list[str], scores: dict[str, float], selected: list[str],
-        confidence: float, context: dict[str, Any] | None = None, **extra: Any,
-    ) -> str:
-        """SOURCE_SELECTION: which data sources were considered and chosen."""
-        return await self.log_decision(
-            agent_id, DecisionType.SOURCE_SELECTION, context=context,
-            reasoning={"sources": sources, "scores": scores, "selected": selected,
-                       "confidence": confidence}, **extra)
-
-    async def log_query_execution(
-        self, agent_id: str, *, source: str, query: str, confidence: float,
-        context: dict[str, Any] | None = None, **extra: Any,
-    ) -> str:
-        """QUERY_EXECUTION: a query run against a source."""
-        return await self.log_decision(
-            agent_id, DecisionType.QUERY_EXECUTION, context=context,
-            reasoning={"source": source, "query": query, "confidence": confidence}, **extra)
-
-    async def log_signal_generation(
-        self, agent_id: str, *, signal_type: str, confidence: float,
-        patterns_applied: list[str] | None = None, context: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> str:
-        """SIGNAL_GENERATION: a signal the agent decided to emit, with the patterns applied."""
-        return await self.log_decision(
-            agent_id, DecisionType.SIGNAL_GENERATION, context=context,
-            reasoning={"signal_type": signal_type, "confidence": confidence,
-                       "patterns_applied": patterns_applied or []}, **extra)
-
-    async def log_risk_assessment(
-        self, agent_id: str, *, risk_level: str, confidence: float,
-        position_limit: float | None = None, context: dict[str, Any] | None = None, **extra: Any,
-    ) -> str:
-        """RISK_ASSESSMENT: a risk level and the position limit it implies."""
-        return await self.log_decision(
-            agent_id, DecisionType.RISK_ASSESSMENT, context=context,
-            reasoning={"risk_level": risk_level, "position_limit": position_limit,
-                       "confidence": confidence}, **extra)
-
-    async def log_trade_execution(
-        self, agent_id: str, *, action: str, size: float, confidence: float,
-        symbol: str | None = None, context: dict[str, Any] | None = None, **extra: Any,
-    ) -> str:
-        """TRADE_EXECUTION: an order the agent decided to place."""
-        return await self.log_decision(
-            agent_id, DecisionType.TRADE_EXECUTION, context=context,
-            reasoning={"action": action, "size": size, "symbol": symbol, "confidence": confidence},
-            **extra)

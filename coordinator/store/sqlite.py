@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivebus.domain.decision import DecisionRecord
 from hivebus.domain.errors import NotFound, NotLeader, StoreError
 from hivebus.domain.learning import Credit, Thresholds, wilson_lower_bound
-from hivebus.memory.decisions import DecisionRecord
 
 T = TypeVar("T")
 EVIDENCE_KEPT = 50
