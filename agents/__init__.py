@@ -1,4 +1,5 @@
-"""The agent runtime (write an agent, run it as a process) and the built-in trading agents."""
+"""The agent side of hivebus: the runtime (write an agent, run it as a process) and the
+trading desk (``hivebus.agents.desk``)."""
 
 from hivebus.agents.runtime import Agent, Context, handles
 

