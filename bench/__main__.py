@@ -25,14 +25,14 @@ from typing import Any
 
 import anyio
 
-from bench import memscale
+from bench import memscale, startup
 from bench import workloads as w
 from hivebus.infra.managed_redis import find_binaries, free_port
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
-GROUPS = ("throughput", "latency", "fanout", "memory", "idle", "other", "memscale")
+GROUPS = ("throughput", "latency", "fanout", "memory", "idle", "other", "memscale", "startup")
 
 BASELINES = """\
 What each figure measures (all against the same redis-server, in the same run):
@@ -179,6 +179,9 @@ async def run(args: argparse.Namespace, url: str, workdir: Path) -> dict[str, An
         sizes = args.memscale_sizes or (memscale.QUICK_SIZES if quick else memscale.SIZES)
         print(f"memscale (items and decisions: {', '.join(f'{n:,}' for n in sizes)}; ms per call)")
         results["memscale"] = await memscale.run(env, sizes)
+    if "startup" in args.only:
+        print("startup (median of 10 fresh processes; ratio to importing what hivebus is built on)")
+        results["startup"] = await anyio.to_thread.run_sync(startup.run, url)
     return results
 
 
@@ -236,6 +239,8 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         row("redis_bytes_per_signal_per_target", bytes_per, "<= 500", bytes_per <= 500, "7")
     if "memscale" in r:  # issue 11, lines 5 and 6
         table.update(memscale.targets(r["memscale"]))
+    if "startup" in r:  # issue 13, do-item 5
+        table.update(startup.targets(r["startup"]))
     return table
 
 
@@ -296,6 +301,8 @@ def write(results: dict[str, Any], targets: dict[str, Any], out: Path, meta: dic
                                                    for k, v in results[name].items()) + " |")
     if "memscale" in results:
         lines += memscale.markdown(results["memscale"])
+    if "startup" in results:
+        lines += startup.markdown(results["startup"])
     lines += ["", "| target | issue | value | target | met |", "|---|---|---:|---|---|"]
     for name, t in targets.items():
         met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")

@@ -146,7 +146,7 @@ def _commands(parser: argparse.ArgumentParser,
 def test_every_command_that_prints_an_object_or_a_list_takes_json() -> None:
     """Every command but those that only act and say so in a sentence takes --json."""
     found = {name: any("--json" in a.option_strings for a in p._actions)
-             for name, p in _commands(build_parser())}
+             for name, p in _commands(build_parser(complete=True))}
     assert {name for name, has in found.items() if not has} == ACTIONS
     for command in LISTINGS + SHOWS:  # the commands the other tests run are real ones
         assert any(command == name or command.startswith(f"{name} ") for name in found), command

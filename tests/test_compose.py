@@ -29,7 +29,7 @@ def test_redis_service_has_aof_and_healthcheck(compose: dict[str, Any]) -> None:
 
 def test_every_service_command_parses_with_the_cli(compose: dict[str, Any]) -> None:
     """Each hivebus service runs a command the CLI accepts, against the redis service."""
-    parser = build_parser()
+    parser = build_parser(complete=True)
     hivebus_services = {n: s for n, s in compose["services"].items() if n != "redis"}
     for name, service in hivebus_services.items():
         command = service["command"]

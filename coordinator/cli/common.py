@@ -1,14 +1,17 @@
-"""Pieces every CLI module shares: the one-line-error parser and the Redis session helper."""
+"""Pieces every CLI module shares: the one-line-error parser and the Redis session helper.
+Light to import (no Redis, no pydantic at module level): ``hivebus --help`` loads only this."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from hivebus.infra.connection import connected, redis_endpoint
-from hivebus.settings import Settings
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from hivebus.bus.registry import Registry
+    from hivebus.settings import Settings
 
 
 def one_line(text: str) -> str:
@@ -31,6 +34,8 @@ class Parser(argparse.ArgumentParser):
 
 async def with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``body(redis)`` on the configured or managed Redis; return its exit code."""
+    from hivebus.infra.connection import connected, redis_endpoint
+
     with redis_endpoint(settings) as url:
         async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
             return await body(redis)
@@ -51,3 +56,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def name_skipped(registry: Registry) -> None:
+    """One line on stderr naming registry members that are not agent ids (left out)."""
+    if registry.skipped:
+        from hivebus.bus.bus import printable
+
+        names = ", ".join(repr(printable(a)[:80]) for a in registry.skipped[:5])
+        more = f" and {len(registry.skipped) - 5} more" if len(registry.skipped) > 5 else ""
+        print(f"skipped {len(registry.skipped)} registry member(s) of {registry.keys.agents()} that "
+              f"are not agent ids (edited by hand?): {names}{more}; the coordinator sets them aside "
+              f"(hivebus set-aside)", file=sys.stderr)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivebus.cli.common import Parser, listing
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import pattern_json, pattern_version_json
 from hivebus.domain.keys import check_agent_id
-from hivebus.settings import Settings
 from hivebus.store.sqlite import MemoryPattern, SQLiteStore
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+
+    from hivebus.settings import Settings
 
 
 async def with_store(settings: Settings, body: Callable[[SQLiteStore], Awaitable[int]]) -> int:
@@ -106,7 +109,7 @@ async def cmd_pattern_rollback(args: argparse.Namespace, settings: Settings) -> 
     return await with_store(settings, body)
 
 
-def add_ltm_commands(sub: Any) -> None:
+def _add_pattern_commands(sub: Any) -> None:
     """Register the pattern commands on the ``hivebus`` subparsers."""
     def viewer(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--as", dest="as_agent", metavar="AGENT",
@@ -211,7 +214,7 @@ async def cmd_concepts(args: argparse.Namespace, settings: Settings) -> int:
     return await with_store(settings, body)
 
 
-def add_knowledge_commands(sub: Any) -> None:
+def _add_knowledge_commands(sub: Any) -> None:
     """Register ``hivebus procedures …`` and ``hivebus concepts …``."""
     procedures = sub.add_parser("procedures", help="procedural memory").add_subparsers(
         dest="procedures_command", required=True, parser_class=Parser)
@@ -249,3 +252,9 @@ def add_knowledge_commands(sub: Any) -> None:
     related.add_argument("name")
     for parser in concepts.choices.values():
         parser.set_defaults(func=cmd_concepts)
+
+
+def add_commands(sub: Any) -> None:
+    """Add this group's commands to the ``hivebus`` parser."""
+    _add_pattern_commands(sub)
+    _add_knowledge_commands(sub)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivebus.bus.bus import Bus
 from hivebus.cli.common import Parser, listing, positive_int, with_redis
@@ -22,13 +20,18 @@ from hivebus.cli.views import (
     snapshot_json,
     state_json,
 )
-from hivebus.domain.decision import DecisionRecord
 from hivebus.domain.errors import HivebusError, InvalidInput, NotFound
 from hivebus.domain.keys import check_agent_id
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.state import StateStore, StateType
 from hivebus.memory.stm import ShortTermMemory
-from hivebus.settings import Settings
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator
+
+    from hivebus.domain.decision import DecisionRecord
+    from hivebus.settings import Settings
 
 
 def _compact(value: Any, width: int = 60) -> str:
@@ -273,7 +276,7 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
     return await with_redis(settings, body)
 
 
-def add_memory_commands(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register the state, memory and decision commands on the ``hivebus`` subparsers."""
     state = sub.add_parser("state", help="agent state").add_subparsers(
         dest="state_command", required=True, parser_class=Parser)

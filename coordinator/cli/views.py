@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from hivebus.bus.bus import TargetStatus, entry_order, printable
-from hivebus.bus.registry import AgentInfo
-from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import InvalidInput
-from hivebus.domain.models import Signal
 from hivebus.memory.state import AgentState
-from hivebus.memory.stm import MemoryItem
 from hivebus.store.sqlite import MemoryPattern
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from hivebus.bus.registry import AgentInfo
+    from hivebus.domain.decision import DecisionOutcome, DecisionRecord
+    from hivebus.domain.models import Signal
+    from hivebus.memory.stm import MemoryItem
 
 
 def seconds(value: object) -> float | str | None:

@@ -1,0 +1,193 @@
+"""hivebus coordinator, status, set-aside, acl, reset: running and operating hivebus."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from hivebus.bus.registry import Registry
+from hivebus.cli.common import Parser, listing, name_skipped, positive_int, with_redis
+from hivebus.cli.output import clock_of, print_json, print_table
+from hivebus.cli.views import (
+    set_aside_json,
+)
+from hivebus.domain.errors import InvalidInput
+from hivebus.infra.connection import connected, redis_endpoint
+from hivebus.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+
+async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus coordinator: lead or stand by until SIGTERM/SIGINT (or one pass with --once)."""
+    from hivebus.agents.runner import stop_on_signals
+    from hivebus.service.coordinator import Coordinator
+    from hivebus.store.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(settings.store_path)
+    try:
+        with redis_endpoint(settings) as url:
+            async with connected(url, client_name="hivebus-coordinator", settings=settings) as redis:
+                coordinator = Coordinator(redis, settings, store)
+                if args.once:
+                    result = await coordinator.once(_progress_printer())
+                    if args.json:
+                        print_json(result.as_dict())
+                    else:
+                        print(f"one pass done: {result.summary()}")
+                    return 0
+                stop = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    await tg.start(stop_on_signals, stop)
+                    await coordinator.run(stop)
+                    tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+    return 0
+def _progress_printer() -> Callable[[str, int, int], None]:
+    """Progress lines on stderr: at most one per step per 5 %."""
+    shown: dict[str, int] = {}
+
+    def show(step: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent // 5 != shown.get(step, -1) // 5 or done == total:
+            shown[step] = percent
+            print(f"{step}: {done}/{total} ({percent}%)", file=sys.stderr, flush=True)
+
+    return show
+async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus set-aside list|clear: records the coordinator set aside, with their reason."""
+    from hivebus.domain.keys import Keys
+    from hivebus.service.set_aside import SetAside
+
+    async def body(redis: Any) -> int:
+        aside = SetAside(redis, Keys(settings.namespace))
+        if args.aside_command == "clear":
+            if not args.ids and not args.all:
+                raise InvalidInput("name the records to clear (ids from 'hivebus set-aside list'), or --all")
+            print(f"cleared {await aside.clear(args.ids, everything=args.all)} record(s)")
+            return 0
+        rows = [set_aside_json(r) for r in await aside.list(args.limit)]
+        if args.json:
+            print_json(rows)
+            return 0
+        print_table([{"record_id": r["record_id"], "at": clock_of(r["at"]), "key": r["key"],
+                      "member": r["member"] or r["moved_to"] or "", "reason": r["reason"]}
+                     for r in rows], ["record_id", "at", "key", "member", "reason"])
+        return 0
+
+    return await with_redis(settings, body)
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
+    from hivebus.domain.keys import Keys
+    from hivebus.store.sqlite import SQLiteStore
+
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
+            keys = Keys(settings.namespace)
+            server, memory = await redis.info("server"), await redis.info("memory")
+            holder, epoch = await redis.get(keys.lease()), await redis.get(keys.epoch())
+            registry = Registry(redis, settings)
+            agents = await registry.list_agents()
+    store: dict[str, Any] = {"path": str(settings.store_path), "exists": settings.store_path.exists()}
+    if store["exists"]:
+        opened = await SQLiteStore.open(settings.store_path)
+        try:
+            store["highest_epoch"] = await opened.highest_epoch()
+            store["archived_decisions"] = await opened.count_archived()
+        finally:
+            await opened.close()
+    status: dict[str, Any] = {
+        "redis": {"url": redact_url(url), "managed": settings.redis_url is None,
+                  "server": server.get("server_name", "redis"),
+                  "version": server.get("valkey_version", server.get("redis_version")),
+                  "maxmemory": int(memory.get("maxmemory", 0)),
+                  "maxmemory_policy": memory.get("maxmemory_policy")},
+        "namespace": settings.namespace,
+        "coordinator": {"leader": holder, "epoch": int(epoch) if str(epoch or "").isdigit() else None},
+        "store": store,
+        "agents": {"registered": len(agents), "alive": sum(1 for a in agents if a.alive)},
+    }
+    if args.json:
+        print_json(status)
+        return 0
+    r = status["redis"]
+    print(f"redis        {r['url']} ({'managed by hivebus' if r['managed'] else 'configured'}): "
+          f"{r['server']} {r['version']}, maxmemory {r['maxmemory']} ({r['maxmemory_policy']})")
+    print(f"namespace    {settings.namespace}")
+    print(f"coordinator  {holder or 'none leads'}; epoch {status['coordinator']['epoch'] or 0}")
+    print(f"store        {store['path']}" + (
+        f": highest epoch {store['highest_epoch']}, {store['archived_decisions']} archived decision(s)"
+        if store["exists"] else " (not created yet: the coordinator creates it)"))
+    print(f"agents       {status['agents']['registered']} registered, {status['agents']['alive']} alive")
+    return 0
+async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
+    from hivebus.cli.views import acl_user_json
+    from hivebus.domain.keys import Keys, check_agent_id
+    from hivebus.infra.acl import acl_script, acl_users
+
+    agent_ids = [check_agent_id(a) for a in args.agent_ids]
+    if not agent_ids:
+        async def body(redis: Any) -> int:
+            registry = Registry(redis, settings)
+            agent_ids.extend(a.agent_id for a in await registry.list_agents())
+            name_skipped(registry)
+            return 0
+
+        await with_redis(settings, body)
+    keys = Keys(settings.namespace)
+    if args.json:
+        print_json([acl_user_json(*user) for user in acl_users(keys, agent_ids)])
+        return 0
+    print("# Redis 7.0+ (the per-agent XADD selector needs it). Replace REPLACE_WITH_A_SECRET, then")
+    print("# give each process its own URL: redis://hivebus-agent-<id>:<secret>@host:port/0")
+    for line in acl_script(keys, agent_ids):
+        print(line)
+    return 0
+async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """hivebus reset --yes: delete every key of the namespace (start fresh)."""
+    from hivebus.infra.preflight import reset_namespace
+
+    if not args.yes:
+        raise InvalidInput(f"'hivebus reset' deletes every key of namespace {settings.namespace!r} "
+                           f"(signals, state, memory, registry); run it again with --yes")
+    with redis_endpoint(settings) as url:
+        async with connected(url, client_name="hivebus-cli", settings=settings, check=False) as redis:
+            removed = await reset_namespace(redis, settings)
+    print(f"removed {removed} key(s) of namespace {settings.namespace!r}; the durable store is kept")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add this group's commands to the ``hivebus`` parser."""
+    coord = listing(sub.add_parser("coordinator", help="run the coordinator"))
+    coord.add_argument("--once", action="store_true",
+                       help="run one full pass (reap, learn, promote, archive) and exit")
+    coord.set_defaults(func=cmd_coordinator)
+
+    aside = sub.add_parser("set-aside", help="records the coordinator could not process").add_subparsers(
+        dest="aside_command", required=True, parser_class=Parser)
+    aside_list = listing(aside.add_parser("list", help="set-aside records with their reason, newest first"))
+    aside_list.add_argument("--limit", type=positive_int, default=100)
+    aside_clear = aside.add_parser("clear", help="remove records once looked at: ids, or --all")
+    aside_clear.add_argument("ids", nargs="*")
+    aside_clear.add_argument("--all", action="store_true")
+    for p in aside.choices.values():
+        p.set_defaults(func=cmd_set_aside)
+
+    acl = listing(sub.add_parser("acl", help="print Redis ACL rules: one user per agent, one for the "
+                                             "coordinator"))
+    acl.add_argument("agent_ids", nargs="*", help="agent ids (default: every registered agent)")
+    acl.set_defaults(func=cmd_acl)
+
+    reset = sub.add_parser("reset", help="delete every key of the namespace (start fresh)")
+    reset.add_argument("--yes", action="store_true", help="yes, delete them")
+    reset.set_defaults(func=cmd_reset)
+    status = listing(sub.add_parser("status", help="the Redis in use, the coordinator, the store"))
+    status.set_defaults(func=cmd_status)
+
