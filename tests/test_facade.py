@@ -111,3 +111,22 @@ def test_the_library_writes_nothing_to_stdout_or_stderr(real_server: RedisServer
     result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "INFO:hivebus:agent started" in result.stderr, result.stderr
+
+
+def readme_embedding_example() -> str:
+    """The first python block under the README's "Embedding hivebus in a program" heading."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### Embedding hivebus in a program", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_embedding_example_runs_as_written(real_server: RedisServer, namespace: str,
+                                                       tmp_path: Path) -> None:
+    script = tmp_path / "embedded.py"
+    script.write_text(readme_embedding_example())
+    env = hivebus_env(real_server.url, namespace)
+    env.pop("PYTHONPATH")  # what a user has: the installed package
+    result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the example prints what it found"

@@ -85,3 +85,13 @@ def test_the_public_names_import_from_hivebus() -> None:
         assert getattr(hivebus, name) is not None
     with pytest.raises(AttributeError):
         _ = hivebus.NoSuchName  # type: ignore[attr-defined]
+
+
+def test_library_code_has_no_assert() -> None:
+    """``python -O`` drops asserts: library code raises real errors instead."""
+    import ast
+
+    found = [f"{path.relative_to(REPO)}:{node.lineno}"
+             for folder in ("coordinator", "agents") for path in (REPO / folder).rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert found == []

@@ -133,7 +133,9 @@ class Bus:
     async def _run_publish(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
         self._check_lifetimes(signals)
         untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
-        for attempt in range(5):
+        attempt = 0
+        while True:  # subscribers changed under the client: refresh them and retry (4 times)
+            attempt += 1
             missing = [t for t in untargeted if t not in self._subscribers]
             if missing:
                 await self._load_subscribers(missing)
@@ -143,12 +145,11 @@ class Bus:
                     return list(await self._publish(keys=keys, args=args))
                 except redis_errors.ResponseError as exc:
                     text = str(exc)
-                    if "SUBSCRIBERS_CHANGED" in text and attempt < 4:
+                    if "SUBSCRIBERS_CHANGED" in text and attempt < 5:
                         for signal_type in untargeted:
                             self._subscribers.pop(signal_type, None)
                         continue
                     raise publish_error(text) from None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_lifetimes(self, signals: Sequence[Signal]) -> None:
         """Refuse a signal that would outlive HIVEBUS_SIGNAL_TTL_S: retention expires inbox

@@ -267,7 +267,8 @@ class StateStore:
                     ) from None
                 raise
         state = await self.load(agent_id)
-        assert state is not None
+        if state is None:  # deleted between the rollback and this read
+            raise NotFound(f"agent {agent_id!r} has no state any more")
         return state
 
     async def config_history(self, agent_id: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivebus.domain.decision import DecisionRecord
-from hivebus.domain.errors import NotFound, NotLeader, StoreError
+from hivebus.domain.errors import InvalidInput, NotFound, NotLeader, StoreError
 from hivebus.domain.learning import Credit, Thresholds, wilson_lower_bound
 
 T = TypeVar("T")
@@ -280,8 +280,10 @@ class SQLiteStore:
     async def record_late_outcome(self, decision: DecisionRecord, credits: Sequence[Credit],
                                   epoch: int | None) -> bool:
         """Attach an outcome to an archived decision that has none and count it, in one
-        transaction; False (nothing changed) when the decision is not archived or has one."""
-        assert decision.outcome is not None
+        transaction; False (nothing changed) when the decision is not archived or has one.
+        Raises InvalidInput for a decision without an outcome."""
+        if decision.outcome is None:
+            raise InvalidInput(f"decision {decision.decision_id} has no outcome to record")
         success = int(decision.outcome.success)
 
         def run(conn: sqlite3.Connection) -> bool:
@@ -467,7 +469,8 @@ def _credit(conn: sqlite3.Connection, batch: Sequence[tuple[DecisionRecord, Sequ
     counted = 0
     now = time.time()
     for decision, credits in batch:
-        assert decision.outcome is not None
+        if decision.outcome is None:
+            continue  # nothing to count (the learning pass only sends decisions with one)
         success = 1 if decision.outcome.success else 0
         if not conn.execute("INSERT OR IGNORE INTO credited VALUES (?, ?)",
                             (decision.decision_id, now)).rowcount:
