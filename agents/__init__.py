@@ -14,6 +14,6 @@ __all__ = ["Agent", "Context", "handles"]
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'hivebus.agents' has no attribute {name!r}")
-    from hivebus.agents import runtime
+    import importlib
 
-    return getattr(runtime, name)
+    return getattr(importlib.import_module("hivebus.agents.runtime"), name)

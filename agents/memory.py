@@ -14,7 +14,7 @@ from typing import Any
 
 from hivebus.domain.errors import VersionConflict
 from hivebus.domain.scoring import ConfidenceAdjustment, adjust_confidence
-from hivebus.infra.connection import Redis
+from hivebus.infra.redis_errors import Redis
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.events import EpisodicLog
 from hivebus.memory.state import AgentState, StateStore, StateType

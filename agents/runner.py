@@ -31,10 +31,11 @@ from structlog.contextvars import bound_contextvars
 from hivebus.agents.liveness import LivenessThread
 from hivebus.agents.memory import AgentMemory
 from hivebus.agents.runtime import Agent, Context
-from hivebus.bus.bus import Bus, Delivery, Outcome, Settled, entry_order
+from hivebus.bus.bus import Bus, Delivery, Outcome, Settled
 from hivebus.bus.redelivery import Redelivery
 from hivebus.bus.registry import Instance, Registry
 from hivebus.domain.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
+from hivebus.domain.ids import entry_order
 from hivebus.domain.models import SignalStatus, now_s
 from hivebus.infra.logs import get_logger, handling
 

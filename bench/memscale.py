@@ -48,7 +48,8 @@ from bench.workloads import Env
 from hivebus.agents.desk.decision_types import DecisionType
 from hivebus.agents.memory import AgentMemory
 from hivebus.domain.scoring import words
-from hivebus.infra.connection import Redis, open_client
+from hivebus.infra.connection import open_client
+from hivebus.infra.redis_errors import Redis
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.stm import ShortTermMemory
 

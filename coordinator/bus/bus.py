@@ -23,9 +23,10 @@ from redis import exceptions as redis_errors
 
 from hivebus.bus.effects import Effect
 from hivebus.domain.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
+from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys, check_signal_id
 from hivebus.domain.models import Signal, SignalStatus, now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.infra.scripts import PUBLISH, SETTLE
 from hivebus.settings import Settings
 
@@ -467,18 +468,6 @@ def _is_text(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def printable(value: object) -> str:
-    """``value`` as text safe to store and log: bytes that are not UTF-8 shown as ``\\xNN``."""
-    text = value if isinstance(value, str) else str(value)
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def entry_order(entry_id: str) -> tuple[int, int]:
-    """Sort key of a stream entry id ``<ms>-<seq>``."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _settled(reply: Any) -> Settled:

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from hivebus.bus.bus import Bus, Delivery, decode_delivery, entry_order, printable
+from hivebus.bus.bus import Bus, Delivery, decode_delivery
 from hivebus.domain.errors import InvalidId
+from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import now_s
-from hivebus.infra.connection import translate_redis_errors
+from hivebus.infra.redis_errors import translate_redis_errors
 from hivebus.infra.scripts import CLAIM_DUE, RENEW
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from hivebus.domain.errors import InvalidInput, NotFound
 from hivebus.domain.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
 from hivebus.domain.models import now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 

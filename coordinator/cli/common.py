@@ -61,7 +61,7 @@ def positive_int(text: str) -> int:
 def name_skipped(registry: Registry) -> None:
     """One line on stderr naming registry members that are not agent ids (left out)."""
     if registry.skipped:
-        from hivebus.bus.bus import printable
+        from hivebus.domain.ids import printable
 
         names = ", ".join(repr(printable(a)[:80]) for a in registry.skipped[:5])
         more = f" and {len(registry.skipped) - 5} more" if len(registry.skipped) > 5 else ""

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from hivebus.bus.bus import TargetStatus, entry_order, printable
+from hivebus.bus.bus import TargetStatus
 from hivebus.domain.errors import InvalidInput
+from hivebus.domain.ids import entry_order, printable
 from hivebus.memory.state import AgentState
 from hivebus.store.sqlite import MemoryPattern
 

@@ -41,3 +41,15 @@ def derived_id(cause_id: str, *parts: str) -> str:
         chars.append(_ALPHABET[digest & 31])
         digest >>= 5
     return cause_id[:10] + "".join(reversed(chars))
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to store and log: bytes that are not UTF-8 shown as ``\\xNN``."""
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id ``<ms>-<seq>``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeAlias
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from hivebus.domain.errors import HivebusError, RedisUnavailable
+from hivebus.domain.errors import RedisUnavailable
 from hivebus.infra import managed_redis
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings, redact_url
-
-# redis-py annotates replies as ``bytes | str`` whatever ``decode_responses`` says; our clients
-# always decode, so library code treats the client as untyped and types what it returns.
-Redis: TypeAlias = Any
 
 
 class _HiredisPacking:
@@ -140,33 +136,3 @@ async def _ping_until_loaded(client: Redis, limit_s: float = 60.0) -> None:
             if time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(0.2)
-
-
-@contextlib.asynccontextmanager
-async def translate_redis_errors(url: str | None = None) -> AsyncIterator[None]:
-    """Turn redis-py errors raised inside the block into RedisUnavailable, password redacted."""
-    try:
-        yield
-    except HivebusError:
-        raise
-    except redis_errors.AuthenticationError:
-        raise RedisUnavailable(f"Redis refused the credentials{_at(url)}") from None
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, ssl.SSLError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis{_at(url)}: {_scrub(str(exc), url)}") from None
-    except redis_errors.RedisError as exc:
-        raise RedisUnavailable(f"Redis error{_at(url)}: {_scrub(str(exc), url)}") from None
-
-
-def _at(url: str | None) -> str:
-    return f" at {redact_url(url)}" if url else ""
-
-
-def _scrub(message: str, url: str | None) -> str:
-    if url:
-        from urllib.parse import urlsplit
-
-        with contextlib.suppress(ValueError):
-            password = urlsplit(url).password
-            if password:
-                message = message.replace(password, "***")
-    return message.splitlines()[0] if message else message

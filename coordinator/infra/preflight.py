@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from hivebus.domain.errors import UnsafeRedis
 from hivebus.domain.keys import LAYOUT_VERSION, Keys
-from hivebus.infra.connection import Redis, translate_redis_errors
 from hivebus.infra.logs import get_logger
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 

@@ -24,7 +24,7 @@ from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotF
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
 from hivebus.domain.models import describe_validation_error, now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 if TYPE_CHECKING:

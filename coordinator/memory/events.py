@@ -21,7 +21,7 @@ from typing import Any
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.keys import Keys, check_signal_type
 from hivebus.domain.scoring import words
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 # KEYS: 1 the agent's events, 2 its events of this type, 3 the word index, 4 its time index.

@@ -19,7 +19,7 @@ from hivebus.domain.errors import InvalidInput, NotFound, VersionConflict
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import describe_validation_error, now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 CONFIG_HISTORY_LIMIT = 1000
@@ -281,7 +281,7 @@ class StateStore:
 def _readable(raw: list[str], needed: tuple[str, ...]) -> list[dict[str, Any]]:
     """Decode JSON list items; one edited by hand into nonsense becomes ``{"unreadable": …}``
     (its text, escaped and cut short) instead of failing the whole read."""
-    from hivebus.bus.bus import printable
+    from hivebus.domain.ids import printable
 
     items: list[dict[str, Any]] = []
     for text in raw:

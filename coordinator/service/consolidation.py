@@ -26,8 +26,8 @@ from hivebus.domain.errors import InvalidId, NotLeader, RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id
 from hivebus.domain.learning import Thresholds, credits_for
 from hivebus.domain.models import now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
 from hivebus.infra.logs import get_logger
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.memory.decisions import indexed_type
 from hivebus.service.retention import Retention
 from hivebus.service.set_aside import SetAside

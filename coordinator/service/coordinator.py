@@ -24,8 +24,8 @@ from anyio.abc import TaskStatus
 from hivebus.bus.registry import Registry
 from hivebus.domain.errors import HivebusError, NotLeader, RedisUnavailable, first_leaf
 from hivebus.domain.models import now_s
-from hivebus.infra.connection import Redis
 from hivebus.infra.logs import get_logger
+from hivebus.infra.redis_errors import Redis
 from hivebus.service.consolidation import Consolidator, PassResult, Progress
 from hivebus.service.lease import Lease
 from hivebus.settings import Settings

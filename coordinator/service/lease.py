@@ -12,7 +12,7 @@ are refused.
 from __future__ import annotations
 
 from hivebus.domain.keys import Keys
-from hivebus.infra.connection import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 # KEYS: 1 lease, 2 epoch counter. ARGV: 1 instance id, 2 ttl ms, 3 lowest epoch allowed minus 1

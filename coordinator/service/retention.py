@@ -22,8 +22,8 @@ from hivebus.bus.registry import Registry
 from hivebus.domain.errors import RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import now_s
-from hivebus.infra.connection import Redis, translate_redis_errors
 from hivebus.infra.logs import get_logger
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.infra.scripts import EXPIRE
 from hivebus.memory.stm import ShortTermMemory
 from hivebus.service.set_aside import SetAside

@@ -16,11 +16,11 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from hivebus.bus.bus import printable
 from hivebus.domain.errors import InvalidId
+from hivebus.domain.ids import printable
 from hivebus.domain.keys import Keys
-from hivebus.infra.connection import Redis, translate_redis_errors
 from hivebus.infra.logs import get_logger
+from hivebus.infra.redis_errors import Redis, translate_redis_errors
 
 MAXLEN = 10_000
 

@@ -53,15 +53,25 @@ def _require(params: dict[str, Any], context: dict[str, Any]) -> None:
         raise StepFailed(f"missing {', '.join(missing)}")
 
 
-@step("position_size")
-def _position_size(params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    """size = capital * risk_fraction / stop_distance (all from the context)."""
-    capital, risk = float(context["capital"]), float(context["risk_fraction"])
-    stop = float(context.get("stop_distance", 1.0)) or 1.0
-    return {"size": round(capital * risk / stop, 8)}
+STEP_ENTRY_POINTS = "hivebus.steps"  # modules of other packages that register steps (the desk's)
+_plugins_loaded = False
+
+
+def load_step_plugins() -> None:
+    """Import the step modules other installed packages name (once): their ``@step``s register."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    import importlib
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=STEP_ENTRY_POINTS):
+        importlib.import_module(point.module)
+    _plugins_loaded = True
 
 
 def _check_steps(steps: Any) -> list[dict[str, Any]]:
+    load_step_plugins()
     if not isinstance(steps, list) or not steps:
         raise InvalidInput("steps must be a non-empty list of {\"step\": NAME, \"params\": {...}}")
     checked = []
