@@ -20,7 +20,8 @@ from hivebus.memory.events import EpisodicLog
 from hivebus.memory.state import AgentState, StateStore, StateType
 from hivebus.memory.stm import MemoryItem, ShortTermMemory
 from hivebus.settings import Settings
-from hivebus.store.sqlite import MemoryPattern, SQLiteStore
+from hivebus.store.base import MemoryPattern
+from hivebus.store.sqlite import SQLiteStore
 
 OUTCOME_KIND = "outcome"
 WIN_RATE_LOOKBACK = 20

@@ -28,7 +28,8 @@ from hivebus.infra import managed_redis
 from hivebus.infra.connection import connected, open_sync_client
 from hivebus.memory.decisions import DecisionLog
 from hivebus.settings import Settings, load_settings
-from hivebus.store.sqlite import MemoryPattern, SQLiteStore
+from hivebus.store.base import MemoryPattern, Store
+from hivebus.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from hivebus.agents.memory import AgentMemory
@@ -42,9 +43,9 @@ class Patterns:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._store: SQLiteStore | None = None
+        self._store: Store | None = None
 
-    async def store(self) -> SQLiteStore:
+    async def store(self) -> Store:
         """The durable store, opened (created if need be) on first use."""
         if self._store is None:
             self._store = await SQLiteStore.open(self._settings.store_path)

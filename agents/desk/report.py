@@ -29,7 +29,8 @@ from hivebus.domain.models import TERMINAL_STATUSES
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings
-from hivebus.store.sqlite import MemoryPattern, SQLiteStore
+from hivebus.store.base import MemoryPattern
+from hivebus.store.sqlite import SQLiteStore
 
 AGENTS = ("market-hunter", "risk-manager", "trade-executor")
 LATENCY_WINDOW = 200  # ticks compared at the start and at the end of a run (a fifth of a shorter one)

@@ -9,7 +9,8 @@ from hivebus.cli.common import Parser, listing
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import pattern_json, pattern_version_json
 from hivebus.domain.keys import check_agent_id
-from hivebus.store.sqlite import MemoryPattern, SQLiteStore
+from hivebus.store.base import MemoryPattern
+from hivebus.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     import argparse

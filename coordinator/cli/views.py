@@ -26,7 +26,7 @@ from hivebus.bus.bus import TargetStatus
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.ids import entry_order, printable
 from hivebus.memory.state import AgentState
-from hivebus.store.sqlite import MemoryPattern
+from hivebus.store.base import MemoryPattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence

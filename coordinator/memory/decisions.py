@@ -28,7 +28,7 @@ from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 if TYPE_CHECKING:
-    from hivebus.store.sqlite import SQLiteStore
+    from hivebus.store.base import Store
 
 # KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
 #       pending index of this type, 5 its ok / failed index, 6 the same of this type.
@@ -71,7 +71,7 @@ def _readable(fields: dict[str, str]) -> DecisionRecord | None:
 class DecisionLog:
     """Writes and queries decision records; with an ``archive`` store, reads span both."""
 
-    def __init__(self, redis: Redis, settings: Settings, archive: SQLiteStore | None = None) -> None:
+    def __init__(self, redis: Redis, settings: Settings, archive: Store | None = None) -> None:
         self.redis = redis
         self.archive = archive
         self.settings = settings

@@ -32,7 +32,7 @@ from hivebus.memory.decisions import indexed_type
 from hivebus.service.retention import Retention
 from hivebus.service.set_aside import SetAside
 from hivebus.settings import Settings
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store.base import Store
 
 BATCH = 1000
 Progress = Callable[[str, int, int], None]
@@ -89,7 +89,7 @@ class PassResult:
 class Consolidator:
     """Runs learn / promote / archive for the leading coordinator."""
 
-    def __init__(self, redis: Redis, settings: Settings, store: SQLiteStore) -> None:
+    def __init__(self, redis: Redis, settings: Settings, store: Store) -> None:
         self.redis = redis
         self.settings = settings
         self.store = store

@@ -29,13 +29,13 @@ from hivebus.infra.redis_errors import Redis
 from hivebus.service.consolidation import Consolidator, PassResult, Progress
 from hivebus.service.lease import Lease
 from hivebus.settings import Settings
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store.base import Store
 
 
 class Coordinator:
     """Runs the coordinator's periodic passes."""
 
-    def __init__(self, redis: Redis, settings: Settings, store: SQLiteStore) -> None:
+    def __init__(self, redis: Redis, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.registry = Registry(redis, settings)

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
 
 from hivebus.domain.decision import DecisionRecord
 from hivebus.domain.errors import InvalidInput, NotFound, NotLeader, StoreError
 from hivebus.domain.learning import Credit, Thresholds, wilson_lower_bound
+from hivebus.store.base import MemoryPattern, PassReport
 
 T = TypeVar("T")
 EVIDENCE_KEPT = 50
-EVERYONE = "*"
 
 MIGRATIONS: list[str] = [
     # 1: learning, patterns, archive
@@ -75,41 +74,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class MemoryPattern(BaseModel):
-    """A promoted pattern (PRODUCT.md §2), as kept in the durable store."""
-
-    model_config = ConfigDict(frozen=True)
-
-    pattern_id: str
-    agent_id: str
-    memory_type: str = "PATTERN"
-    version: int
-    active: bool
-    confidence: float
-    success_rate: float
-    sample_size: int
-    successes: int
-    data: dict[str, Any] = Field(default_factory=dict)
-    user_metadata: dict[str, Any] = Field(default_factory=dict)
-    is_shared: bool = False
-    shared_with: list[str] = Field(default_factory=list)
-    evidence: list[str] = Field(default_factory=list)
-    updated_at: float = 0.0
-
-    def visible_to(self, viewer: str | None) -> bool:
-        """Whether agent ``viewer`` may read it (None = an operator, who sees everything)."""
-        return (viewer is None or viewer == self.agent_id
-                or (self.is_shared and (EVERYONE in self.shared_with or viewer in self.shared_with)))
-
-
-class PassReport(BaseModel):
-    """What one promotion pass changed."""
-
-    promoted: list[str] = Field(default_factory=list)
-    updated: list[str] = Field(default_factory=list)
-    demoted: list[str] = Field(default_factory=list)
 
 
 def _pattern_from_row(row: sqlite3.Row) -> MemoryPattern:
