@@ -82,12 +82,12 @@ def per_agent_keys(keys: Keys, agent_id: str) -> dict[str, str]:
 @pytest.mark.parametrize("agent_id", AGENTS)
 def test_every_per_agent_key_is_in_the_agents_slot(namespace: str, agent_id: str) -> None:
     """inbox, pending, done, status, retries, dead_letters, agent, instances, heartbeat, state,
-    snapshots, config_history, memory_index, memory_item, decisions, pending_decisions, events,
+    snapshots, config_history, memory_index, memory_item, decisions, decision_index, events,
     effect_key (and any other Keys method taking an agent id) hash to CRC16(agent) mod 16384."""
     built = per_agent_keys(Keys(namespace), agent_id)
     named = {"inbox", "pending", "done", "status", "retries", "dead_letters", "agent", "instances",
              "heartbeat", "state", "snapshots", "config_history", "memory_index", "memory_item",
-             "decisions", "pending_decisions", "decision_index", "events", "effect_key"}
+             "decisions", "decision_index", "events", "effect_key"}
     assert named <= set(built), named - set(built)
     expected = crc16_xmodem(agent_id.encode()) % SLOTS
     wrong = {name: key for name, key in built.items() if slot(key) != expected}

@@ -194,17 +194,9 @@ class Keys:
         """ZSET item id -> timestamp of an agent's private memory items."""
         return f"{self.namespace}:stm:{tag(agent_id)}"
 
-    def shared_item(self, item_id: str) -> str:
-        """HASH of one shared memory item (``visible_to`` says who may read it); expires."""
-        return f"{self.shared_item_prefix()}{check_item_id(item_id)}"
-
     def shared_item_prefix(self) -> str:
         """Prefix of shared memory item keys."""
         return f"{self.namespace}:shared:"
-
-    def shared_index(self) -> str:
-        """ZSET item id -> timestamp of shared memory items."""
-        return f"{self.namespace}:shared"
 
     # --- decisions and events ------------------------------------------------------------------
     def decision(self, decision_id: str) -> str:
@@ -218,10 +210,6 @@ class Keys:
     def decisions(self, agent_id: str) -> str:
         """ZSET decision id -> timestamp of an agent's decisions."""
         return f"{self.namespace}:decisions:{tag(agent_id)}"
-
-    def pending_decisions(self, agent_id: str) -> str:
-        """ZSET decision id -> timestamp of an agent's decisions still awaiting an outcome."""
-        return f"{self.namespace}:decisions:{tag(agent_id)}:pending"
 
     def decision_index(self, agent_id: str, decision_type: str | None = None,
                        result: str | None = None) -> str:
