@@ -92,19 +92,49 @@ def test_decoding_any_entry_never_crashes(fields: dict[str, str]) -> None:
         assert "\n" not in delivery.error
 
 
-@given(st.text(max_size=80), st.text(max_size=80), st.floats(allow_nan=True), st.text(max_size=20))
+SEVERITY_NAMES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
+
+
+@given(st.one_of(st.from_regex(r"[A-Z][A-Z0-9_]{0,63}", fullmatch=True), st.text(max_size=80)),
+       st.one_of(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True), st.text(max_size=80)),
+       st.one_of(st.floats(0.0, 1.0), st.floats(allow_nan=True)),
+       st.one_of(st.sampled_from(SEVERITY_NAMES).map(str.lower), st.sampled_from(SEVERITY_NAMES),
+                 st.text(max_size=20)))
 @hsettings(max_examples=300, deadline=None)
 def test_building_a_signal_from_any_input_fails_cleanly(
     signal_type: str, target: str, confidence: float, severity: str
 ) -> None:
-    """Signal.create refuses bad input only with HivebusError."""
+    """Signal.create (after parse_severity, as the CLI calls it) builds exactly the signal asked
+    for when every part is valid; otherwise it refuses with a one-line HivebusError naming the
+    first invalid part: an unknown severity, then the type, the target, the confidence (NaN and
+    infinity are invalid)."""
+    import math
+    import re
+
     from hivebus.domain.models import parse_severity
 
+    problems = [
+        (severity.upper() not in SEVERITY_NAMES, f"unknown severity {severity!r}"),
+        (not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", signal_type), "invalid signal type"),
+        (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", target), "invalid agent id"),
+        (not math.isfinite(confidence), "confidence: Input should be a finite number"),
+        (confidence < 0.0, "confidence: Input should be greater than or equal to 0"),
+        (confidence > 1.0, "confidence: Input should be less than or equal to 1"),
+    ]
+    expected = next((message for bad, message in problems if bad), None)
     try:
-        Signal.create(signal_type, "cli", targets=[target], confidence=confidence,
-                      severity=parse_severity(severity))
+        signal = Signal.create(signal_type, "cli", targets=[target], confidence=confidence,
+                               severity=parse_severity(severity))
     except HivebusError as exc:
-        assert str(exc) and "\n" not in str(exc)
+        assert expected is not None, f"refused valid input: {exc}"
+        if expected.startswith("confidence"):
+            assert str(exc) == expected
+        assert str(exc).startswith(expected) and "\n" not in str(exc), (expected, str(exc))
+        return
+    assert expected is None, f"accepted input it should refuse with {expected!r}"
+    assert (signal.signal_type, signal.target_agents) == (signal_type, (target,))
+    assert signal.confidence == confidence
+    assert signal.severity.value == severity.upper()
 
 
 @pytest.mark.e2e

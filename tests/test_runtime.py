@@ -76,6 +76,13 @@ async def test_unhandled_type_and_expired_signal(redis: Any, settings: Settings)
     await run_burst(Echo("echo-1"), redis, settings)
     assert (await bus.report(other.signal_id)).targets[0].status is SignalStatus.DEAD
     assert not await redis.xrange(bus.keys.inbox("tester"))  # the stale PING got no PONG
+    assert await bus.statuses([(stale.signal_id, "echo-1"), (other.signal_id, "echo-1")]) == [
+        SignalStatus.EXPIRED, SignalStatus.DEAD]
+    letters = {letter["signal"]: letter for letter in await DeadLetters(redis, settings).list("echo-1")}
+    assert letters[stale.signal_id]["status"] == "EXPIRED"
+    assert letters[stale.signal_id]["reason"] == "expired before it was handled"
+    assert letters[other.signal_id]["status"] == "DEAD"
+    assert (await redis.xinfo_groups(bus.keys.inbox("echo-1")))[0]["pending"] == 0
 
 
 async def test_register_and_deregister(redis: Any, settings: Settings) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hivebus.domain.scoring import adjust_confidence, decay, win_rate, words
+from hivebus.domain.scoring import adjust_confidence, decay, words
 
 
 @pytest.mark.parametrize(("age", "half_life", "expected"),
@@ -23,24 +23,26 @@ def test_words_ignore_case_and_punctuation() -> None:
 
 
 @pytest.mark.parametrize(
-    ("base", "pnls", "cap", "factor", "adjusted"),
+    ("base", "pnls", "cap", "rate", "factor", "adjusted"),
     [
-        (0.5, [], 0.2, 1.0, 0.5),                  # no history: unchanged
-        (0.5, [1, 1, 1, -1], 0.2, 1.2, 0.6),       # 75 % wins: x1.2
-        (0.9, [1, 1, 1], 0.2, 1.2, 1.0),           # clamped to 1
-        (0.5, [-1, -1, 1], 0.2, 0.8, 0.4),         # 33 % wins: x0.7, capped at -20 %
-        (0.5, [-1, -1, 1], 0.5, 0.7, 0.35),        # a looser cap lets the seed's 0.7 through
-        (0.5, [1, -1], 0.2, 1.0, 0.5),             # 50 %: unchanged
-        (0.5, [1, 1, 1], 0.1, 1.1, 0.55),          # cap 10 %
+        (0.5, [], 0.2, 0.5, 1.0, 0.5),                  # no history: neutral, unchanged
+        (0.5, [1, 1, 1, -1], 0.2, 0.75, 1.2, 0.6),      # 75 % wins: x1.2
+        (0.9, [1, 1, 1], 0.2, 1.0, 1.2, 1.0),           # clamped to 1
+        (0.5, [-1, -1, 1], 0.2, 1 / 3, 0.8, 0.4),       # 33 % wins: x0.7, capped at -20 %
+        (0.5, [-1, -1, 1], 0.5, 1 / 3, 0.7, 0.35),      # a looser cap lets the seed's 0.7 through
+        (0.5, [1, -1], 0.2, 0.5, 1.0, 0.5),             # 50 %: unchanged
+        (0.5, [1, 1, 1], 0.1, 1.0, 1.1, 0.55),          # cap 10 %
+        (0.5, [1, 0, -1, 0], 0.2, 0.25, 0.8, 0.4),      # a zero P&L is not a win
     ],
 )
-def test_adjust_confidence(base: float, pnls: list[float], cap: float, factor: float,
+def test_adjust_confidence(base: float, pnls: list[float], cap: float, rate: float, factor: float,
                            adjusted: float) -> None:
-    """The seed 003 rule with the cap, on a hand-computed table."""
+    """The seed 003 rule with the cap, on a hand-computed table (win rate included)."""
     result = adjust_confidence(base, pnls, cap)
+    assert result.win_rate == pytest.approx(rate)
+    assert result.samples == len(pnls)
     assert result.factor == pytest.approx(factor)
     assert result.adjusted == pytest.approx(adjusted)
-    assert result.win_rate == pytest.approx(win_rate(pnls))
 
 
 @pytest.mark.anyio
