@@ -23,7 +23,7 @@ from redis import exceptions as redis_errors
 from hivebus.bus.redelivery import renew_call
 from hivebus.domain.keys import Keys
 from hivebus.infra.logs import get_logger
-from hivebus.infra.scripts import RENEW
+from hivebus.infra.lua import RENEW
 from hivebus.settings import Settings
 
 

@@ -3,7 +3,7 @@
 The consume loop reads with a blocking ``XREADGROUP`` (no polling sleeps), handles
 each signal of the batch, then settles the whole batch in one fenced script call (the
 handlers' effects apply only for entries this replica still owns and has not settled:
-:mod:`hivebus.infra.scripts`). Due retries and the work of dead or stalled replicas are
+:mod:`hivebus.infra.lua`). Due retries and the work of dead or stalled replicas are
 claimed before new entries; a lost consumer group is recreated; a key of this agent's
 edited into the wrong type is set aside. Liveness (heartbeat, claim renewal) runs in a
 thread when the runner has a client for one (:mod:`hivebus.agents.liveness`). A stop request

@@ -388,13 +388,14 @@ none in steady state (registration's transactions happen before the stats are re
 
 
 def script_commands() -> frozenset[str]:
-    """Every command a hivebus Lua script may call (read from hivebus.infra.scripts), plus effects."""
-    from hivebus.infra import scripts
+    """Every command the delivery scripts may call (read from hivebus.infra.lua: publish, settle,
+    claim due, renew, expire, replay), plus effects."""
+    from hivebus.infra import lua
 
     # every quoted upper-case word: commands called directly or through a helper (must('hash',
     # 'HGET', ...)); the words that are not commands (statuses, options) match no cmdstat line
-    names = {m.lower() for value in vars(scripts).values() if isinstance(value, str)
-             for m in re.findall(r"'([A-Z][A-Z_]+)'", value)}
+    delivery = (lua.PUBLISH, lua.SETTLE, lua.CLAIM_DUE, lua.RENEW, lua.EXPIRE, lua.REPLAY)
+    names = {m.lower() for value in delivery for m in re.findall(r"'([A-Z][A-Z_]+)'", value)}
     return frozenset(names | EFFECT_COMMANDS)
 
 

@@ -25,7 +25,7 @@ from hivebus.bus.registry import Registry
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import Signal, SignalStatus
-from hivebus.infra.scripts import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from hivebus.infra.lua import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
 from hivebus.service.retention import Retention
 from hivebus.settings import Settings
 from tests.agents_for_tests import Counter

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys
-from hivebus.infra import scripts
+from hivebus.infra import lua
 from hivebus.infra.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
 from tests.test_cli_first_hour import AGENT
@@ -53,7 +53,7 @@ def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
     publish_keys = [keys.signal_log(), keys.agents(), keys.inbox("pinger-1"), keys.pending("pinger-1"),
                     keys.done("pinger-1"), keys.signal(signal_id), keys.agent("outsider")]
     document = {"t": ["pinger-1"], "y": [], "s": ["outsider"], "b": [[3_600_000, [1], 1, 1, fields]]}
-    sha = cli("SCRIPT", "LOAD", scripts.PUBLISH)[0]
+    sha = cli("SCRIPT", "LOAD", lua.PUBLISH)[0]
     cli("EVALSHA", sha, str(len(publish_keys)), *publish_keys, "100000", "100000", "0",
         json.dumps(document))
     hivebus(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
@@ -79,7 +79,7 @@ def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
     payload = {"g": agent, "c": consumer, "now": int(time.time() * 1000), "keep": 86_400_000,
                "dlq": 100_000, "max": 5, "base": 500, "cap": 60_000, "retain": 100_000,
                "lo": entry, "hi": entry, "e": [[entry, sent, "PROCESSED", "", "", 0.5, 0, []]]}
-    settled = cli("EVAL", scripts.SETTLE, str(len(settle_keys)), *settle_keys, json.dumps(payload))
+    settled = cli("EVAL", lua.SETTLE, str(len(settle_keys)), *settle_keys, json.dumps(payload))
     assert settled[:5] == ["1", "0", "0", "0", "0"]  # processed, failed, dead, superseded, duplicate
     shown = json.loads(hivebus(env, tmp_path, "signal", "show", sent, "--json").stdout)
     assert shown["status"][agent]["status"] == "PROCESSED"

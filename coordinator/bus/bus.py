@@ -26,8 +26,8 @@ from hivebus.domain.errors import BadKey, InboxFull, InvalidInput, NotFound, Red
 from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys, check_signal_id
 from hivebus.domain.models import Signal, SignalStatus, now_s
+from hivebus.infra.lua import PUBLISH, SETTLE
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
-from hivebus.infra.scripts import PUBLISH, SETTLE
 from hivebus.settings import Settings
 
 DLQ_MAXLEN = 100_000
@@ -174,7 +174,7 @@ class Bus:
 
     def _publish_call(self, signals: Sequence[Signal], untargeted: list[str],
                       allow_unregistered: bool) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of one publish-script call (see coordinator/scripts.py)."""
+        """KEYS and ARGV of one publish-script call (see coordinator/infra/lua/publish.lua)."""
         targets: dict[str, int] = {}
         sources: dict[str, int] = {}
         batch = []
@@ -293,7 +293,7 @@ class Bus:
 
     def _settle_call(self, agent_id: str, consumer: str,
                      outcomes: Sequence[Outcome]) -> tuple[list[str], list[str]]:
-        """KEYS and ARGV of one settle-script call (see coordinator/scripts.py)."""
+        """KEYS and ARGV of one settle-script call (see coordinator/infra/lua/settle.lua)."""
         keys = [self.keys.inbox(agent_id), self.keys.pending(agent_id), self.keys.done(agent_id),
                 self.keys.status(agent_id), self.keys.retries(agent_id), self.keys.dead_letters(agent_id),
                 self.keys.agent(agent_id)]

@@ -7,8 +7,8 @@ from typing import Any
 
 from hivebus.domain.errors import HivebusError, NotFound
 from hivebus.domain.keys import Keys, check_agent_id, check_signal_id
+from hivebus.infra.lua import REPLAY
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
-from hivebus.infra.scripts import REPLAY
 from hivebus.settings import Settings
 
 

@@ -24,8 +24,8 @@ from hivebus.domain.errors import InvalidId
 from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import now_s
+from hivebus.infra.lua import CLAIM_DUE, RENEW
 from hivebus.infra.redis_errors import translate_redis_errors
-from hivebus.infra.scripts import CLAIM_DUE, RENEW
 
 
 def renew_call(keys: Keys, agent_id: str, consumer: str,

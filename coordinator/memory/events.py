@@ -21,31 +21,10 @@ from typing import Any
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.keys import Keys, check_signal_type
 from hivebus.domain.scoring import words
+from hivebus.infra.lua import RECORD
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
-# KEYS: 1 the agent's events, 2 its events of this type, 3 the word index, 4 its time index.
-# ARGV: 1 maxlen, 2 type, 3 payload, then the words to index ('' alone: too many to index).
-RECORD = r"""
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[2], 'payload', ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id, 'type', ARGV[2], 'payload', ARGV[3])
-local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
-local suffix = '\31' .. string.format('%015d-%010d', tonumber(ms), tonumber(seq))
-for i = 4, #ARGV do
-  redis.call('ZADD', KEYS[3], 0, ARGV[i] .. suffix)
-  redis.call('ZADD', KEYS[4], ms, ARGV[i] .. suffix)
-end
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #first > 0 then  -- index entries of events the stream trimmed, a bounded batch per event
-  local since = tonumber(string.match(first[1][1], '^(%d+)'))
-  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. since, 'LIMIT', 0, 1024)
-  if #old > 0 then
-    redis.call('ZREM', KEYS[3], unpack(old))
-    redis.call('ZREM', KEYS[4], unpack(old))
-  end
-end
-return id
-"""
 PAGE = 200
 MAX_WORDS = 256  # distinct payload words indexed per event; more: indexed as "too many"
 SEPARATOR = "\x1f"

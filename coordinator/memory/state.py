@@ -19,82 +19,11 @@ from hivebus.domain.errors import InvalidInput, NotFound, VersionConflict
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.infra.lua import ROLLBACK, SAVE, SNAPSHOT
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 CONFIG_HISTORY_LIMIT = 1000
-
-# KEYS: 1 state hash, 2 config history list
-# ARGV: 1 expected version, 2 now, 3 reason, 4 history limit, then field pairs (configuration included)
-SAVE = r"""
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current ~= tonumber(ARGV[1]) then
-  return redis.error_reply('CONFLICT ' .. current)
-end
-local old = redis.call('HGET', KEYS[1], 'configuration') or '{}'
-local fields, new = {}, nil
-for i = 5, #ARGV, 2 do
-  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
-  if ARGV[i] == 'configuration' then new = ARGV[i + 1] end
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('HSET', KEYS[1], 'version', current + 1, 'updated_at', ARGV[2])
-if new and new ~= old then
-  redis.call('LPUSH', KEYS[2], '{"from":' .. old .. ',"to":' .. new .. ',"reason":' ..
-    cjson.encode(ARGV[3]) .. ',"at":' .. ARGV[2] .. ',"version":' .. (current + 1) .. '}')
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
-end
-return current + 1
-"""
-
-# KEYS: 1 state hash, 2 snapshots list
-# ARGV: 1 snapshot id, 2 state type, 3 now, 4 label, 5 history limit
-SNAPSHOT = r"""
-local flat = redis.call('HGETALL', KEYS[1])
-if #flat == 0 then return redis.error_reply('NO_STATE') end
-local state = {}
-for i = 1, #flat, 2 do state[flat[i]] = flat[i + 1] end
-redis.call('LPUSH', KEYS[2], cjson.encode({snapshot_id = ARGV[1], state_type = ARGV[2],
-  created_at = tonumber(ARGV[3]), label = ARGV[4], state = state}))
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
-return ARGV[1]
-"""
-
-# KEYS: 1 state hash, 2 snapshots list, 3 config history list
-# ARGV: 1 snapshot id to restore, 2 new ROLLBACK snapshot id, 3 now, 4 history limit, 5 config limit
-ROLLBACK = r"""
-local target = nil
-for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  local ok, snap = pcall(cjson.decode, raw)  -- a snapshot edited into nonsense is passed over
-  if ok and type(snap) == 'table' and snap.snapshot_id == ARGV[1] and type(snap.state) == 'table' then
-    target = snap; break
-  end
-end
-if not target then return redis.error_reply('UNKNOWN_SNAPSHOT') end
-local state = target.state
--- a CURRENT state edited into nonsense is replaced: its version counts if readable
-local current = math.max(tonumber(redis.call('HGET', KEYS[1], 'version') or '0') or 0,
-  tonumber(state.version) or 0)
-local old = redis.call('HGET', KEYS[1], 'configuration') or '{}'
-if not pcall(cjson.decode, old) then old = '{}' end
-state.version = tostring(current + 1)
-state.state_type = 'CURRENT'
-state.updated_at = ARGV[3]
-redis.call('DEL', KEYS[1])
-for k, v in pairs(state) do redis.call('HSET', KEYS[1], k, v) end
-local new = state.configuration or '{}'
-if new ~= old then
-  redis.call('LPUSH', KEYS[3], '{"from":' .. old .. ',"to":' .. new .. ',"reason":' ..
-    cjson.encode('rollback to ' .. ARGV[1]) .. ',"at":' .. ARGV[3] .. ',"version":' ..
-    (current + 1) .. '}')
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
-end
-redis.call('LPUSH', KEYS[2], cjson.encode({snapshot_id = ARGV[2], state_type = 'ROLLBACK',
-  created_at = tonumber(ARGV[3]), label = 'rollback to ' .. ARGV[1], rolled_back_to = ARGV[1],
-  state = state}))
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
-return current + 1
-"""
 
 
 class StateType(StrEnum):

@@ -23,11 +23,11 @@ from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import describe_validation_error, now_s
 from hivebus.domain.scoring import relevance, words
+from hivebus.infra.lua import REMEMBER
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.memory.stm_index import (
     MAX_QUERY_WORDS,
     PURGE_BATCH,
-    REMEMBER,
     Cursor,
     Scope,
     ScopeSearch,

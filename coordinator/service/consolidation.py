@@ -27,6 +27,7 @@ from hivebus.domain.keys import Keys, check_agent_id, check_item_id
 from hivebus.domain.learning import Thresholds, credits_for
 from hivebus.domain.models import now_s
 from hivebus.infra.logs import get_logger
+from hivebus.infra.lua import DELETE_ARCHIVED
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.memory.decisions import indexed_type
 from hivebus.service.retention import Retention
@@ -37,19 +38,6 @@ from hivebus.store.base import Store
 BATCH = 1000
 Progress = Callable[[str, int, int], None]
 
-# KEYS: 1 lease, 2-5 the agent's decision indexes (all, pending, ok, failed), then per decision
-#       its hash, its caused-signals set and its type's four indexes.
-# ARGV: 1 lease token, then the decision ids.
-DELETE_ARCHIVED = r"""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOT_LEADER') end
-for i = 2, #ARGV do
-  local base = 6 + 6 * (i - 2)
-  redis.call('DEL', KEYS[base], KEYS[base + 1])
-  for k = 2, 5 do redis.call('ZREM', KEYS[k], ARGV[i]) end
-  for k = base + 2, base + 5 do redis.call('ZREM', KEYS[k], ARGV[i]) end
-end
-return #ARGV - 1
-"""
 INDEX_RESULTS = (None, "pending", "ok", "failed")
 
 

@@ -3,7 +3,7 @@
 * **Signal streams** are trimmed by age: an inbox entry older than the signal TTL that its
   agent has not settled (still pending, or never delivered) is first marked EXPIRED, written
   to the agent's dead-letter stream with the reason, and acked, in the same script call that
-  trims it (:data:`hivebus.infra.scripts.EXPIRE`, a bounded batch per call). The signal log is
+  trims it (:data:`hivebus.infra.lua.EXPIRE`, a bounded batch per call). The signal log is
   trimmed by the same age. (Agents trim their settled entries past ``HIVEBUS_INBOX_RETAIN``
   as they settle; nothing unsettled is ever trimmed.)
 * **Dead agents** (no live replica, status ``dead``, unseen for the grace period) leave
@@ -23,8 +23,8 @@ from hivebus.domain.errors import RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import now_s
 from hivebus.infra.logs import get_logger
+from hivebus.infra.lua import EXPIRE
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
-from hivebus.infra.scripts import EXPIRE
 from hivebus.memory.stm import ShortTermMemory
 from hivebus.service.set_aside import SetAside
 from hivebus.settings import Settings
