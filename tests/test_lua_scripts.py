@@ -49,7 +49,7 @@ def test_a_script_is_its_file_after_the_comment_lines_with_the_helpers_in_front_
 
 
 def test_no_python_module_holds_lua() -> None:
-    """Lua lives in .lua files only (the decision log's LOG_OUTCOME is still to move)."""
+    """Lua lives in .lua files only."""
     holding = {str(path.relative_to(REPO)) for folder in ("coordinator", "agents")
                for path in (REPO / folder).rglob("*.py") if "redis.call(" in path.read_text()}
-    assert holding <= {"coordinator/memory/decisions.py"}
+    assert holding == set()

@@ -240,7 +240,7 @@ async def _correlation_ids(redis: Any, keys: Keys, records: list[dict[str, Any] 
 async def _settle_times(redis: Any, keys: Keys, settings: Settings, signal_ids: list[str],
                         records: list[dict[str, Any] | None]) -> dict[tuple[str, str], float]:
     """When each (signal, target) pair was settled, in ms: a done ledger's score is the settle's
-    time plus the ledger's keep time (see coordinator/scripts.py)."""
+    time plus the ledger's keep time (see coordinator/infra/lua/settle.lua)."""
     by_target: dict[str, list[str]] = {}
     for signal_id, record in zip(signal_ids, records, strict=True):
         for target in record["to"] if record else {}:

@@ -24,27 +24,13 @@ from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotF
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
 from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.infra.lua import LOG_OUTCOME
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 
 if TYPE_CHECKING:
     from hivebus.store.base import Store
 
-# KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
-#       pending index of this type, 5 its ok / failed index, 6 the same of this type.
-# ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
-LOG_OUTCOME = r"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_DECISION') end
-if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return redis.error_reply('HAS_OUTCOME') end
-local at = tonumber(redis.call('HGET', KEYS[1], 'timestamp')) or tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'success', ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('ZREM', KEYS[4], ARGV[3])
-redis.call('ZADD', KEYS[5], at, ARGV[3])
-redis.call('ZADD', KEYS[6], at, ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-return 1
-"""
 QUERY_PAGE = 64  # decisions read per round trip while a query fills its limit
 
 

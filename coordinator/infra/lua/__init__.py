@@ -1,7 +1,6 @@
 """The Lua scripts hivebus runs in Redis: one ``.lua`` file each in this package, read once at import.
 
-(The decision log's ``LOG_OUTCOME`` is the one still defined elsewhere, in
-:mod:`hivebus.memory.decisions`.) Callers register a script once
+Callers register a script once
 (``redis.register_script(PUBLISH)``) and call it by its SHA1.
 
 Each file starts with a block of ``--`` comment lines: what the script does, who calls it, its
@@ -35,6 +34,7 @@ __all__ = [
     "CLAIM_DUE",
     "DELETE_ARCHIVED",
     "EXPIRE",
+    "LOG_OUTCOME",
     "PUBLISH",
     "RECORD",
     "RELEASE",
@@ -78,3 +78,4 @@ SNAPSHOT = _script("snapshot")
 ROLLBACK = _script("rollback")
 RECORD = _script("record")
 REMEMBER = _script("remember")
+LOG_OUTCOME = _script("log_outcome")  # the decision log (hivebus.memory.decisions)

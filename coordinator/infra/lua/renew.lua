@@ -10,5 +10,9 @@ local mine = {}
 for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], #ARGV + 1024, ARGV[2])) do
   if wanted[p[1]] then mine[#mine + 1] = p[1] end
 end
-if #mine > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(mine), 'JUSTID') end
+if #mine > 0 then
+  mine[#mine + 1] = 'JUSTID'  -- unpack() in the middle of an argument list gives only its first
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(mine))
+  mine[#mine] = nil
+end
 return #mine
