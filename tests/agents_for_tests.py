@@ -68,7 +68,9 @@ class FailUntilFixed(Agent):
 
 
 class Slow(Agent):
-    """Sleeps data.seconds, then records which process finished the signal (an effect)."""
+    """Sleeps data.seconds (``data.again_seconds`` on a later run, when given), then records
+    which process finished the signal (an effect). Each start is counted, and its Redis server
+    time (ms) appended to ``<ns>:test:started_at:<signal id>``."""
 
     agent_type = "slow"
 
@@ -77,8 +79,15 @@ class Slow(Agent):
         import anyio
 
         prefix = ctx.bus.keys.prefix
-        await ctx.bus.redis.hincrby(f"{prefix}test:started", signal.signal_id, 1)
-        await anyio.sleep(float(signal.data.get("seconds", 1)))
+        seconds, micros = await ctx.bus.redis.time()
+        pipe = ctx.bus.redis.pipeline(transaction=False)
+        pipe.hincrby(f"{prefix}test:started", signal.signal_id, 1)
+        pipe.rpush(f"{prefix}test:started_at:{signal.signal_id}", int(seconds) * 1000 + int(micros) // 1000)
+        runs, _ = await pipe.execute()
+        wait = signal.data.get("seconds", 1)
+        if int(runs) > 1:
+            wait = signal.data.get("again_seconds", wait)
+        await anyio.sleep(float(wait))
         pid = str(os.getpid())
         ctx.effect("HINCRBY", f"{prefix}test:finished_by", pid, 1)
 

@@ -25,17 +25,25 @@ def store_counts(path: Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
     return stats, archived
 
 
-def kill_when(procs: Processes, marker: str) -> None:
-    """Start `coordinator --once`, SIGKILL it as soon as its progress shows ``marker``."""
+def kill_when(procs: Processes, raw: sync_redis.Redis, lease: str, marker: str) -> None:
+    """Once no coordinator leads (a killed one's lease lapsed), start `coordinator --once` and
+    SIGKILL it as soon as its progress shows ``marker``; fail the test if the pass ended
+    without showing it (then nothing was killed mid-pass)."""
+    wait_until(lambda: not raw.exists(lease), 15, "the lease to be free")
     proc = subprocess.Popen(hivebus_argv("coordinator", "--once"), env=procs.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
+    seen: list[str] = []
     for line in proc.stderr:
+        seen.append(line)
         if line.startswith(marker):
             proc.kill()
             break
     proc.wait()
     proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, (
+        f"coordinator --once ended with {proc.returncode} before printing {marker!r}; "
+        f"its last lines: {''.join(seen[-5:])}")
 
 
 def test_killed_mid_pass_loses_and_duplicates_nothing(
@@ -47,8 +55,8 @@ def test_killed_mid_pass_loses_and_duplicates_nothing(
     raw = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
     keys = Keys(namespace)
     every_id = set(raw.zrange(keys.decisions("te-1"), 0, -1))
-    kill_when(procs, "learn: 6000/")
-    kill_when(procs, "archive: 2000/")
+    kill_when(procs, raw, keys.lease(), "learn: 6000/")
+    kill_when(procs, raw, keys.lease(), "archive: 2000/")
     wait_until(lambda: procs.cli("coordinator", "--once", check=False).returncode == 0, 30,
                "a complete pass once the dead leader's lease lapsed")
     stats, archived = store_counts(tmp_path / "ltm.sqlite3")
