@@ -42,23 +42,23 @@ REPO = Path(__file__).resolve().parent.parent
 # targeted first so that -x stops early). Missing test files are skipped.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "scoring": ("coordinator/domain/scoring.py",
-                ("tests/test_domain_rules.py", "tests/test_scoring.py")),
+                ("tests/unit/test_domain_rules.py", "tests/unit/test_scoring.py")),
     "learning": ("coordinator/domain/learning.py",
-                 ("tests/test_domain_rules.py", "tests/test_learning.py")),
+                 ("tests/unit/test_domain_rules.py", "tests/unit/test_learning.py")),
     "models": ("coordinator/domain/models.py",
-               ("tests/test_model_rules.py", "tests/test_keys_models.py",
-                "tests/test_bad_input.py::test_building_a_signal_from_any_input_fails_cleanly",
-                "tests/test_bad_input.py::test_decoding_any_entry_never_crashes")),
+               ("tests/unit/test_model_rules.py", "tests/unit/test_keys_models.py",
+                "tests/contract/test_bad_input.py::test_building_a_signal_from_any_input_fails_cleanly",
+                "tests/contract/test_bad_input.py::test_decoding_any_entry_never_crashes")),
     "keys": ("coordinator/domain/keys.py",
-             ("tests/test_model_rules.py", "tests/test_keys_models.py")),
+             ("tests/unit/test_model_rules.py", "tests/unit/test_keys_models.py")),
     "ids": ("coordinator/domain/ids.py",
-            ("tests/test_domain_rules.py", "tests/test_keys_models.py")),
+            ("tests/unit/test_domain_rules.py", "tests/unit/test_keys_models.py")),
     "redelivery": ("coordinator/bus/redelivery.py",
-                   ("tests/test_redelivery_rules.py",)),
+                   ("tests/contract/test_redelivery_rules.py",)),
     # the desk's rules: asked for by name only (not part of the default run)
-    "market_hunter": ("agents/desk/market_hunter.py", ("tests/test_desk_rules.py",)),
-    "risk_manager": ("agents/desk/risk_manager.py", ("tests/test_desk_rules.py",)),
-    "trade_executor": ("agents/desk/trade_executor.py", ("tests/test_desk_rules.py",)),
+    "market_hunter": ("agents/desk/market_hunter.py", ("tests/unit/test_desk_rules.py",)),
+    "risk_manager": ("agents/desk/risk_manager.py", ("tests/unit/test_desk_rules.py",)),
+    "trade_executor": ("agents/desk/trade_executor.py", ("tests/unit/test_desk_rules.py",)),
 }
 DEFAULT_MODULES = ("scoring", "learning", "models", "keys", "ids", "redelivery")
 

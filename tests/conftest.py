@@ -320,3 +320,11 @@ def raw(real_server: RedisServer) -> Iterator[sync_redis.Redis]:
     client = sync_redis.Redis.from_url(real_server.url, decode_responses=True)
     yield client
     client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e/ are e2e (``-m "not e2e"`` runs unit and contract tests)."""
+    e2e = REPO / "tests" / "e2e"
+    for item in items:
+        if item.path.is_relative_to(e2e):
+            item.add_marker(pytest.mark.e2e)

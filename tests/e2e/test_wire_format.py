@@ -14,7 +14,7 @@ from hivebus.domain.keys import Keys
 from hivebus.infra import lua
 from hivebus.infra.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
-from tests.test_cli_first_hour import AGENT
+from tests.e2e.test_cli_first_hour import AGENT
 
 
 class RedisCli:

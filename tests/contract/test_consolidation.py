@@ -14,7 +14,7 @@ from hivebus.service.consolidation import Consolidator
 from hivebus.service.lease import Lease
 from hivebus.settings import Settings
 from hivebus.store.sqlite import SQLiteStore
-from tests.test_learning import wilson_by_quadratic
+from tests.unit.test_learning import wilson_by_quadratic
 
 pytestmark = pytest.mark.anyio
 

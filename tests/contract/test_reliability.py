@@ -16,7 +16,7 @@ from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, FailUntilFixed
 from tests.conftest import eventually
-from tests.test_runtime import run_burst as burst
+from tests.contract.test_runtime import run_burst as burst
 
 pytestmark = pytest.mark.anyio
 

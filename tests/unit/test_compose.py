@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from hivebus.cli.main import build_parser
+from tests.conftest import REPO
 
-COMPOSE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+COMPOSE = REPO / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")

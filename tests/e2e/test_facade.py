@@ -13,7 +13,7 @@ from hivebus.agents.runtime import Agent, Context, handles
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import Signal
 from hivebus.facade import Hivebus
-from tests.conftest import RedisServer, eventually, hivebus_env
+from tests.conftest import REPO, RedisServer, eventually, hivebus_env
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +115,7 @@ def test_the_library_writes_nothing_to_stdout_or_stderr(real_server: RedisServer
 
 def readme_embedding_example() -> str:
     """The first python block under the README's "Embedding hivebus in a program" heading."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (REPO / "README.md").read_text()
     section = text.split("### Embedding hivebus in a program", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 

@@ -26,7 +26,7 @@ from hivebus.service.retention import Retention
 from hivebus.settings import Settings
 from tests.agents_for_tests import Counter, Forwarder
 from tests.conftest import eventually
-from tests.test_runtime import run_burst as burst
+from tests.contract.test_runtime import run_burst as burst
 
 pytestmark = pytest.mark.anyio
 

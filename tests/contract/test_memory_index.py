@@ -15,7 +15,7 @@ import pytest
 from hivebus.domain.scoring import relevance, words
 from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
-from tests.test_memory_contract import Clock
+from tests.contract.test_memory_contract import Clock
 
 pytestmark = pytest.mark.anyio
 

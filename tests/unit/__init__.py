@@ -1,0 +1,1 @@
+"""Unit tests: pure rules, the store on SQLite, the layout; no Redis."""
