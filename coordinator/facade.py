@@ -41,14 +41,16 @@ APP_SOURCE = "app"
 class Patterns:
     """Read the promoted patterns of the durable store (opened on first use)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self._settings = settings
-        self._store: Store | None = None
+        self._store = store
+        self._opened_here = False  # a store given by the caller is the caller's to close
 
     async def store(self) -> Store:
         """The durable store, opened (created if need be) on first use."""
         if self._store is None:
             self._store = await SQLiteStore.open(self._settings.store_path)
+            self._opened_here = True
         return self._store
 
     async def query(self, *, viewer: str | None = None, agent: str | None = None,
@@ -63,9 +65,10 @@ class Patterns:
         return await (await self.store()).get_pattern(pattern_id, viewer=viewer)
 
     async def close(self) -> None:
-        if self._store is not None:
+        """Close the store if it was opened here."""
+        if self._store is not None and self._opened_here:
             await self._store.close()
-            self._store = None
+        self._store = None
 
 
 @dataclass
@@ -85,14 +88,15 @@ class RunningAgent:
 class Hivebus:
     """A connection to a hivebus namespace: publish, run agents, read memory and decisions."""
 
-    def __init__(self, redis: Any, settings: Settings, url: str, tasks: TaskGroup) -> None:
+    def __init__(self, redis: Any, settings: Settings, url: str, tasks: TaskGroup,
+                 archive: Store | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.url = url
         self.bus = Bus(redis, settings)
         self.registry = Registry(redis, settings)
-        self.decisions = DecisionLog(redis, settings)
-        self.patterns = Patterns(settings)
+        self.decisions = DecisionLog(redis, settings, archive)  # with the archive, when there is one
+        self.patterns = Patterns(settings, archive)
         self._tasks = tasks
         self._running: list[RunningAgent] = []
         self._publishers: set[str] = set()
@@ -103,8 +107,10 @@ class Hivebus:
                       **settings: Any) -> AsyncIterator[Hivebus]:
         """Connect to ``url`` (else ``HIVEBUS_REDIS_URL``, else the managed local Redis, started
         or joined in ``HIVEBUS_HOME``); other settings as keyword arguments (``inbox_max=…``)
-        or ``HIVEBUS_*`` variables. On exit, agents started with :meth:`run` stop first.
-        Raises HivebusError subclasses (ConfigError, RedisUnavailable, UnsafeRedis, …)."""
+        or ``HIVEBUS_*`` variables. When the durable store exists (``HIVEBUS_STORE``, else
+        ``<HIVEBUS_HOME>/ltm.sqlite3``), decision queries span it too. On exit, agents started
+        with :meth:`run` stop first. Raises HivebusError subclasses (ConfigError,
+        RedisUnavailable, UnsafeRedis, …)."""
         overrides = dict(settings)
         if url is not None:
             overrides["redis_url"] = url
@@ -115,16 +121,19 @@ class Hivebus:
         if config.redis_url is None:
             server = await anyio.to_thread.run_sync(managed_redis.start, config.home)
         endpoint = config.redis_url or (server.url if server else "")
+        archive = await SQLiteStore.open(config.store_path) if config.store_path.exists() else None
         try:
             async with connected(endpoint, client_name="hivebus-app", settings=config) as redis, \
                     anyio.create_task_group() as tasks:
-                hivebus = cls(redis, config, endpoint, tasks)
+                hivebus = cls(redis, config, endpoint, tasks, archive)
                 try:
                     yield hivebus
                 finally:
                     with anyio.CancelScope(shield=True):
                         await hivebus.close()
         finally:
+            if archive is not None:
+                await archive.close()
             if server is not None:
                 await anyio.to_thread.run_sync(server.release)
 

@@ -130,3 +130,23 @@ def test_the_readmes_embedding_example_runs_as_written(real_server: RedisServer,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "the example prints what it found"
+
+
+async def test_decision_queries_span_the_archive_when_the_store_exists(
+    real_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    """A decision the coordinator archived (gone from Redis) is still found by hb.decisions."""
+    from hivebus.domain.decision import DecisionRecord
+    from hivebus.store.sqlite import SQLiteStore
+
+    store_path = tmp_path / "ltm.sqlite3"
+    store = await SQLiteStore.open(store_path)
+    archived = DecisionRecord(agent_id="counter-1", decision_type="TRADE_EXECUTION", timestamp=1.0)
+    await store.archive([(archived, [])], epoch=None)
+    await store.close()
+    async with Hivebus.connect(real_server.url, namespace=namespace, home=tmp_path,
+                               store=str(store_path)) as hb:
+        recent = await hb.decisions.log_decision("counter-1", "TRADE_EXECUTION")
+        found = [d.decision_id for d in await hb.decisions.query("counter-1")]
+        assert found == [recent, archived.decision_id]
+        assert (await hb.decisions.get(archived.decision_id)).agent_id == "counter-1"
