@@ -43,7 +43,7 @@ async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add the desk's commands to the ``hivebus`` parser."""
-    demo = sub.add_parser("demo", help="run the three-agent trading desk end to end")
+    demo = sub.add_parser("demo", help=COMMANDS["demo"])
     demo.add_argument("--cycles", type=positive_int, default=200, help="market ticks (default 200)")
     demo.add_argument("--seed", type=int, default=7, help="market seed (default 7)")
     demo.add_argument("--speed", type=float, default=0.0,
@@ -54,7 +54,7 @@ def add_commands(sub: Any) -> None:
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
     demo.set_defaults(func=cmd_demo)
 
-    feed = sub.add_parser("feed", help="publish seeded MARKET_TICK signals")
+    feed = sub.add_parser("feed", help=COMMANDS["feed"])
     feed.add_argument("--count", type=positive_int, default=20)
     feed.add_argument("--interval", type=float, default=1.0)
     feed.add_argument("--seed", type=int, default=7)

@@ -10,6 +10,7 @@ import anyio
 from hivebus.bus.bus import Bus
 from hivebus.bus.registry import AgentInfo, Registry
 from hivebus.cli.common import Parser, listing, name_skipped, with_redis
+from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import ago, clock, print_json, print_table
 from hivebus.cli.views import (
     agent_json,
@@ -110,7 +111,7 @@ async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add this group's commands to the ``hivebus`` parser."""
-    agent = sub.add_parser("agent", help="run an agent").add_subparsers(
+    agent = sub.add_parser("agent", help=COMMANDS["agent"][1]).add_subparsers(
         dest="agent_command", required=True, parser_class=Parser)
     run = agent.add_parser("run", help="run one agent process")
     run.add_argument("spec", help="built-in name (market-hunter, risk-manager, trade-executor), "
@@ -126,5 +127,5 @@ def add_commands(sub: Any) -> None:
     remove.add_argument("--force", action="store_true", help="even with live replicas")
     remove.set_defaults(func=cmd_agent_remove)
 
-    listing(sub.add_parser("agents", help="list agents with liveness")).set_defaults(
+    listing(sub.add_parser("agents", help=COMMANDS["agents"][1])).set_defaults(
         func=cmd_agents)

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hivebus.cli.common import Parser, listing
+from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import pattern_json, pattern_version_json
 from hivebus.domain.keys import check_agent_id
@@ -117,7 +118,7 @@ def _add_pattern_commands(sub: Any) -> None:
                        help="see only what this agent may see (its own and shared patterns)")
         return p
 
-    patterns = viewer(listing(sub.add_parser("patterns", help="promoted patterns, best first")))
+    patterns = viewer(listing(sub.add_parser("patterns", help=COMMANDS["patterns"][1])))
     patterns.add_argument("--type", help="memory type, e.g. PATTERN")
     patterns.add_argument("--min-confidence", type=float, default=0.0)
     patterns.add_argument("--agent", help="only patterns learned from this agent")
@@ -125,7 +126,7 @@ def _add_pattern_commands(sub: Any) -> None:
     patterns.add_argument("--all", action="store_true", help="include demoted (inactive) ones")
     patterns.set_defaults(func=cmd_patterns)
 
-    pattern = sub.add_parser("pattern", help="one pattern").add_subparsers(
+    pattern = sub.add_parser("pattern", help=COMMANDS["pattern"][1]).add_subparsers(
         dest="pattern_command", required=True, parser_class=Parser)
     show = viewer(listing(pattern.add_parser("show", help="a pattern")))
     show.add_argument("pattern_id")
@@ -217,7 +218,7 @@ async def cmd_concepts(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_knowledge_commands(sub: Any) -> None:
     """Register ``hivebus procedures …`` and ``hivebus concepts …``."""
-    procedures = sub.add_parser("procedures", help="procedural memory").add_subparsers(
+    procedures = sub.add_parser("procedures", help=COMMANDS["procedures"][1]).add_subparsers(
         dest="procedures_command", required=True, parser_class=Parser)
     plist = procedures.add_parser("list", help="stored procedures")
     plist.add_argument("--category")
@@ -239,7 +240,7 @@ def _add_knowledge_commands(sub: Any) -> None:
     for parser in procedures.choices.values():  # all but list print JSON; --json is taken by all
         listing(parser).set_defaults(func=cmd_procedures)
 
-    concepts = sub.add_parser("concepts", help="semantic memory").add_subparsers(
+    concepts = sub.add_parser("concepts", help=COMMANDS["concepts"][1]).add_subparsers(
         dest="concepts_command", required=True, parser_class=Parser)
     cadd = concepts.add_parser("add", help="create or update a concept")
     cadd.add_argument("name")

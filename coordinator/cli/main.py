@@ -134,8 +134,7 @@ def redis_cli(cli_args: Sequence[str], settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``hivebus`` console script."""
     given = list(sys.argv[1:] if argv is None else argv)
-    command = next((arg for arg in given if not arg.startswith("-")), None)
-    if command == "redis-cli" and given[0] == "redis-cli":  # the rest is redis-cli's, unparsed
+    if given[:1] == ["redis-cli"]:  # the rest is redis-cli's, unparsed
         from hivebus.domain.errors import HivebusError
         from hivebus.settings import load_settings
 
@@ -143,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             raise SystemExit(redis_cli(given[1:], load_settings()))
         except HivebusError as exc:
             fail(str(exc), 1)
+    command = next((arg for arg in given if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(given)
     raise SystemExit(run(args))
 

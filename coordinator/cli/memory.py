@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hivebus.bus.bus import Bus
 from hivebus.cli.common import Parser, listing, positive_int, with_redis
+from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import (
     config_change_json,
@@ -278,7 +279,7 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
 
 def add_commands(sub: Any) -> None:
     """Register the state, memory and decision commands on the ``hivebus`` subparsers."""
-    state = sub.add_parser("state", help="agent state").add_subparsers(
+    state = sub.add_parser("state", help=COMMANDS["state"][1]).add_subparsers(
         dest="state_command", required=True, parser_class=Parser)
     show = listing(state.add_parser("show", help="an agent's CURRENT state"))
     show.add_argument("agent_id")
@@ -296,7 +297,7 @@ def add_commands(sub: Any) -> None:
     rollback.add_argument("snapshot_id")
     rollback.set_defaults(func=cmd_state_rollback)
 
-    memory = sub.add_parser("memory", help="short-term memory").add_subparsers(
+    memory = sub.add_parser("memory", help=COMMANDS["memory"][1]).add_subparsers(
         dest="memory_command", required=True, parser_class=Parser)
     recall = listing(memory.add_parser("recall", help="most relevant items for a query"))
     recall.add_argument("agent_id")
@@ -311,7 +312,7 @@ def add_commands(sub: Any) -> None:
     summarize.add_argument("--lookback", type=float, default=86_400, help="seconds (default 1 day)")
     summarize.set_defaults(func=cmd_memory_summarize)
 
-    decisions = listing(sub.add_parser("decisions", help="an agent's decisions, newest first"))
+    decisions = listing(sub.add_parser("decisions", help=COMMANDS["decisions"][1]))
     decisions.add_argument("agent_id")
     decisions.add_argument("--type", help="decision type, e.g. TRADE_EXECUTION")
     outcome = decisions.add_mutually_exclusive_group()
@@ -322,7 +323,7 @@ def add_commands(sub: Any) -> None:
     decisions.add_argument("--limit", type=positive_int, default=50)
     decisions.set_defaults(func=cmd_decisions)
 
-    decision = sub.add_parser("decision", help="one decision").add_subparsers(
+    decision = sub.add_parser("decision", help=COMMANDS["decision"][1]).add_subparsers(
         dest="decision_command", required=True, parser_class=Parser)
     dshow = listing(decision.add_parser("show", help="a decision with its outcome and signal chain"))
     dshow.add_argument("decision_id")

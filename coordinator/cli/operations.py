@@ -9,6 +9,7 @@ import anyio
 
 from hivebus.bus.registry import Registry
 from hivebus.cli.common import Parser, listing, name_skipped, positive_int, with_redis
+from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import clock_of, print_json, print_table
 from hivebus.cli.views import (
     set_aside_json,
@@ -165,12 +166,12 @@ async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add this group's commands to the ``hivebus`` parser."""
-    coord = listing(sub.add_parser("coordinator", help="run the coordinator"))
+    coord = listing(sub.add_parser("coordinator", help=COMMANDS["coordinator"][1]))
     coord.add_argument("--once", action="store_true",
                        help="run one full pass (reap, learn, promote, archive) and exit")
     coord.set_defaults(func=cmd_coordinator)
 
-    aside = sub.add_parser("set-aside", help="records the coordinator could not process").add_subparsers(
+    aside = sub.add_parser("set-aside", help=COMMANDS["set-aside"][1]).add_subparsers(
         dest="aside_command", required=True, parser_class=Parser)
     aside_list = listing(aside.add_parser("list", help="set-aside records with their reason, newest first"))
     aside_list.add_argument("--limit", type=positive_int, default=100)
@@ -180,14 +181,13 @@ def add_commands(sub: Any) -> None:
     for p in aside.choices.values():
         p.set_defaults(func=cmd_set_aside)
 
-    acl = listing(sub.add_parser("acl", help="print Redis ACL rules: one user per agent, one for the "
-                                             "coordinator"))
+    acl = listing(sub.add_parser("acl", help=COMMANDS["acl"][1]))
     acl.add_argument("agent_ids", nargs="*", help="agent ids (default: every registered agent)")
     acl.set_defaults(func=cmd_acl)
 
-    reset = sub.add_parser("reset", help="delete every key of the namespace (start fresh)")
+    reset = sub.add_parser("reset", help=COMMANDS["reset"][1])
     reset.add_argument("--yes", action="store_true", help="yes, delete them")
     reset.set_defaults(func=cmd_reset)
-    status = listing(sub.add_parser("status", help="the Redis in use, the coordinator, the store"))
+    status = listing(sub.add_parser("status", help=COMMANDS["status"][1]))
     status.set_defaults(func=cmd_status)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from hivebus.bus.bus import Bus, TargetStatus
 from hivebus.bus.registry import Registry
 from hivebus.cli.common import Parser, listing, positive_int, with_redis
+from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import (
     dead_letter_json,
@@ -144,7 +145,7 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add this group's commands to the ``hivebus`` parser."""
-    pub = listing(sub.add_parser("publish", help="publish a signal"))
+    pub = listing(sub.add_parser("publish", help=COMMANDS["publish"][1]))
     pub.add_argument("type", help="signal type, UPPER_SNAKE_CASE")
     pub.add_argument("--to", help="comma-separated target agent ids (default: subscribers)")
     pub.add_argument("--severity", default="INFO", help="CRITICAL, HIGH, MEDIUM, LOW or INFO")
@@ -160,17 +161,17 @@ def add_commands(sub: Any) -> None:
                      help="allow targets that have never registered")
     pub.set_defaults(func=cmd_publish)
 
-    sigs = listing(sub.add_parser("signals", help="recent signals, newest first"))
+    sigs = listing(sub.add_parser("signals", help=COMMANDS["signals"][1]))
     sigs.add_argument("--limit", type=positive_int, default=20)
     sigs.set_defaults(func=cmd_signals)
 
-    signal = sub.add_parser("signal", help="one signal").add_subparsers(
+    signal = sub.add_parser("signal", help=COMMANDS["signal"][1]).add_subparsers(
         dest="signal_command", required=True, parser_class=Parser)
     show = listing(signal.add_parser("show", help="a signal and its status per target"))
     show.add_argument("signal_id")
     show.set_defaults(func=cmd_signal_show)
 
-    dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
+    dlq = sub.add_parser("dlq", help=COMMANDS["dlq"][1]).add_subparsers(
         dest="dlq_command", required=True, parser_class=Parser)
     dlq_list = listing(dlq.add_parser("list", help="an agent's dead letters, newest first"))
     dlq_list.add_argument("agent_id")
