@@ -34,9 +34,10 @@ from hivebus.agents.runtime import Agent, Context
 from hivebus.bus.bus import Bus, Delivery, Outcome, Settled
 from hivebus.bus.redelivery import Redelivery
 from hivebus.bus.registry import Instance, Registry
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import BadKey, InvalidInput, RedisUnavailable, UnknownAgent
 from hivebus.domain.ids import entry_order
-from hivebus.domain.models import SignalStatus, now_s
+from hivebus.domain.models import SignalStatus
 from hivebus.infra.logs import get_logger, handling
 
 BUILTIN_AGENTS = {

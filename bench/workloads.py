@@ -4,6 +4,7 @@ and its baselines within one run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -248,8 +249,8 @@ async def memory_per_signal(env: Env, count: int) -> dict[str, float]:
 
     client = open_client(env.url)
     await client.flushall()
-    roomy = env.settings.model_copy(update={"inbox_max": count * 2, "log_stream_maxlen": count * 2})
-    capped = env.settings.model_copy(update={"inbox_max": 1000})
+    roomy = dataclasses.replace(env.settings, inbox_max=count * 2, log_stream_maxlen=count * 2)
+    capped = dataclasses.replace(env.settings, inbox_max=1000)
     for agent_id in ("m1", "m2"):
         await Registry(client, roomy).register(agent_id, Instance.here(agent_id), agent_type="bench",
                                                subscriptions=(), version="1")

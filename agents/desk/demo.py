@@ -10,6 +10,7 @@ patterns; ``--fresh`` starts blank; ``--chaos`` SIGKILLs the executor halfway an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal as os_signal
 import subprocess
@@ -266,7 +267,7 @@ async def _final_pass(redis: Any, settings: Settings, report: Report) -> None:
     """Learn from the last outcomes once the coordinator process has stopped."""
     from hivebus.service.coordinator import Coordinator
 
-    child_settings = settings.model_copy(update={"lease_ttl_s": 2.0})
+    child_settings = dataclasses.replace(settings, lease_ttl_s=2.0)
     store = await SQLiteStore.open(settings.store_path)
     try:
         with anyio.fail_after(30):

@@ -22,10 +22,11 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from hivebus.bus.effects import Effect
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
 from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys, check_signal_id
-from hivebus.domain.models import Signal, SignalStatus, now_s
+from hivebus.domain.models import Signal, SignalStatus
 from hivebus.infra.lua import PUBLISH, SETTLE
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings

@@ -20,10 +20,10 @@ from dataclasses import replace
 from typing import Any
 
 from hivebus.bus.bus import Bus, Delivery, decode_delivery
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidId
 from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys
-from hivebus.domain.models import now_s
 from hivebus.infra.lua import CLAIM_DUE, RENEW
 from hivebus.infra.redis_errors import translate_redis_errors
 

@@ -15,9 +15,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput, NotFound
 from hivebus.domain.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
-from hivebus.domain.models import now_s
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings
 

@@ -7,14 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hivebus.bus.bus import Bus
 from hivebus.bus.registry import AgentInfo, Registry
 from hivebus.cli.common import Parser, listing, name_skipped, with_redis
 from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import ago, clock, print_json, print_table
-from hivebus.cli.views import (
-    agent_json,
-)
+from hivebus.cli.views import agent_json
 from hivebus.infra.connection import connected, open_sync_client, redis_endpoint
 
 if TYPE_CHECKING:
@@ -89,6 +86,7 @@ async def cmd_agent_remove(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_agent_run(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent run SPEC --id ID: run one agent in this process until SIGTERM/SIGINT."""
     from hivebus.agents.runner import AgentRunner, load_agent_class, stop_on_signals
+    from hivebus.bus.bus import Bus
     from hivebus.domain.keys import check_agent_id
 
     agent_cls = load_agent_class(args.spec)

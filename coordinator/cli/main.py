@@ -20,11 +20,12 @@ from hivebus.cli.common import Parser, fail
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
 
     from hivebus.settings import Settings
 
-    CommandFn = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+    CommandFn = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 # command -> (module of its group, one-line help), in the order --help lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -148,8 +149,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command; a HivebusError is one line on stderr and exit code 1."""
-    import anyio
+    """Run the parsed command; a HivebusError is one line on stderr and exit code 1.
+
+    The loop is plain asyncio (anyio's task groups run on it): importing anyio's backend only
+    for the commands that use it keeps a short command's start-up down."""
+    import asyncio
 
     from hivebus.domain.errors import HivebusError, first_leaf
     from hivebus.infra.logs import configure_logging
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings()
         configure_logging(settings)
         func: CommandFn = args.func
-        return anyio.run(func, args, settings)
+        return asyncio.run(func(args, settings))
     except HivebusError as exc:
         fail(str(exc), 1)
     except BaseExceptionGroup as group:  # raised inside a task group (agent run, coordinator)

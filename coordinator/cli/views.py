@@ -20,21 +20,19 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from hivebus.bus.bus import TargetStatus
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.ids import entry_order, printable
-from hivebus.memory.state import AgentState
-from hivebus.store.base import MemoryPattern
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the models load only for the views that build them: `hivebus agents` stays fast
     from collections.abc import Iterable, Mapping, Sequence
 
+    from hivebus.bus.bus import TargetStatus
     from hivebus.bus.registry import AgentInfo
     from hivebus.domain.decision import DecisionOutcome, DecisionRecord
     from hivebus.domain.models import Signal
+    from hivebus.memory.state import AgentState
     from hivebus.memory.stm import MemoryItem
+    from hivebus.store.base import MemoryPattern
 
 
 def seconds(value: object) -> float | str | None:
@@ -169,6 +167,8 @@ def snapshot_json(item: Mapping[str, Any]) -> dict[str, Any]:
     cannot be read keeps its other fields, with ``{"unreadable": text}`` as its state."""
     if "unreadable" in item:
         return dict(item)
+    from hivebus.memory.state import AgentState
+
     raw_state = item["state"]
     try:
         fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_state.items()}
@@ -222,6 +222,10 @@ def pattern_json(pattern: MemoryPattern) -> dict[str, Any]:
 def pattern_version_json(item: Mapping[str, Any]) -> dict[str, Any]:
     """One kept version of a pattern (``pattern history``), its ``pattern`` shaped as
     ``pattern show`` prints it (kept as stored if it no longer reads as a pattern)."""
+    from pydantic import ValidationError
+
+    from hivebus.store.base import MemoryPattern
+
     try:
         pattern: dict[str, Any] = pattern_json(MemoryPattern.model_validate(item["pattern"]))
     except ValidationError:

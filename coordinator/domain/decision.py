@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.ids import new_id
-from hivebus.domain.models import now_s
 
 
 class DecisionOutcome(BaseModel):

@@ -8,12 +8,12 @@ A signal travels as a flat map of readable string fields (``type``, ``source``,
 from __future__ import annotations
 
 import json
-import time
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hivebus.domain.clock import now_s, stamp_s
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import check_agent_id, check_signal_id, check_signal_type
@@ -48,17 +48,6 @@ class SignalStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({SignalStatus.PROCESSED, SignalStatus.DEAD, SignalStatus.EXPIRED})
-
-
-def now_s() -> float:
-    """Current wall-clock time in seconds (one place to read the clock)."""
-    return time.time()
-
-
-def stamp_s() -> float:
-    """Current time to the millisecond, as signals carry it: ``1795309716.997`` is 4 bytes
-    shorter than a full float in every retained inbox entry, twice."""
-    return round(time.time(), 3)
 
 
 class Signal(BaseModel):

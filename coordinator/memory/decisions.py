@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
-from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.domain.models import describe_validation_error
 from hivebus.infra.lua import LOG_OUTCOME
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings

@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import exceptions as redis_errors
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput, NotFound, VersionConflict
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
-from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.domain.models import describe_validation_error
 from hivebus.infra.lua import ROLLBACK, SAVE, SNAPSHOT
 from hivebus.infra.redis_errors import Redis, translate_redis_errors
 from hivebus.settings import Settings

@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
-from hivebus.domain.models import describe_validation_error, now_s
+from hivebus.domain.models import describe_validation_error
 from hivebus.domain.scoring import relevance, words
 from hivebus.infra.lua import REMEMBER
 from hivebus.infra.redis_errors import Redis, translate_redis_errors

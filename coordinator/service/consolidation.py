@@ -21,11 +21,11 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from hivebus.domain.clock import now_s
 from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import InvalidId, NotLeader, RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id
 from hivebus.domain.learning import Thresholds, credits_for
-from hivebus.domain.models import now_s
 from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import DELETE_ARCHIVED
 from hivebus.infra.redis_errors import Redis, translate_redis_errors

@@ -22,8 +22,8 @@ import anyio
 from anyio.abc import TaskStatus
 
 from hivebus.bus.registry import Registry
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import HivebusError, NotLeader, RedisUnavailable, first_leaf
-from hivebus.domain.models import now_s
 from hivebus.infra.logs import get_logger
 from hivebus.infra.redis_errors import Redis
 from hivebus.service.consolidation import Consolidator, PassResult, Progress

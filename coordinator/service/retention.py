@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from hivebus.bus.bus import DLQ_MAXLEN
 from hivebus.bus.registry import Registry
+from hivebus.domain.clock import now_s
 from hivebus.domain.errors import RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id
-from hivebus.domain.models import now_s
 from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import EXPIRE
 from hivebus.infra.redis_errors import Redis, translate_redis_errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -28,8 +29,8 @@ PLAN = [
 
 
 def coordinator_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.model_copy(update={"promote_min_samples": 20, "promote_min_confidence": 0.55,
-                                       **changes})
+    return dataclasses.replace(settings, promote_min_samples=20, promote_min_confidence=0.55,
+                               **changes)
 
 
 async def generate(log: DecisionLog, seed: int = 3, age_s: float = 0.0) -> dict[str, tuple[int, int]]:

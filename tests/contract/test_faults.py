@@ -7,6 +7,7 @@ read from the former, "handled again" from the latter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -103,7 +104,7 @@ async def test_settle_of_a_replica_whose_batch_was_taken_over_is_superseded(
 ) -> None:
     """Fault 1 (the fence): a replica handles a batch and stalls before settling; another replica
     reclaims and settles it; the stalled replica's settle then applies nothing (superseded)."""
-    settings = settings.model_copy(update={"claim_idle_s": 0.2})
+    settings = dataclasses.replace(settings, claim_idle_s=0.2)
     bus = Bus(redis, settings)
     await burst(Counter("ctr"), redis, settings)  # registers
     signals = work("ctr", 3)
@@ -162,7 +163,7 @@ async def test_settle_and_read_settles_first_and_keeps_what_it_read_when_the_set
     """The runner settles a batch and reads the next in one pipeline: Redis runs the settle
     first; a settle the script refuses (a key edited into the wrong type) comes back beside the
     entries read, which are not dropped; a server that lost its script cache still settles."""
-    settings = settings.model_copy(update={"read_batch": 1})
+    settings = dataclasses.replace(settings, read_batch=1)
     bus = Bus(redis, settings)
     await burst(Counter("ctr"), redis, settings)  # registers
     signals = work("ctr", 4)
@@ -202,7 +203,7 @@ async def test_publishing_past_inbox_max_is_refused_and_writes_nothing(
 ) -> None:
     """Fault 4: past HIVEBUS_INBOX_MAX unsettled signals, publish raises InboxFull naming the agent
     and its backlog; nothing of the refused signal (or chunk) is written."""
-    settings = settings.model_copy(update={"inbox_max": 5})
+    settings = dataclasses.replace(settings, inbox_max=5)
     bus = Bus(redis, settings)
     await burst(Counter("b"), redis, settings)
     queued = work("b", 3)
@@ -229,7 +230,7 @@ async def test_handler_publishing_into_a_full_inbox_fails_retryably_and_succeeds
 ) -> None:
     """Fault 4: a handler whose ctx.publish hits a full inbox gets FAILED (not DEAD); after the
     target drains its inbox, the retry succeeds and everything applies once."""
-    settings = settings.model_copy(update={"inbox_max": 3})
+    settings = dataclasses.replace(settings, inbox_max=3)
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(Counter("b"), redis, settings)
     await burst(Forwarder("fwd"), redis, settings)
@@ -258,7 +259,7 @@ async def test_handler_publishing_into_a_full_inbox_fails_retryably_and_succeeds
 async def test_nothing_unsettled_is_trimmed_past_inbox_retain(redis: Any, settings: Settings) -> None:
     """Fault 4: with HIVEBUS_INBOX_RETAIN=100 and 250 signals queued while the agent is down (and a
     retention pass meanwhile), every one is PROCESSED once the agent starts."""
-    settings = settings.model_copy(update={"inbox_retain": 100, "read_batch": 64})
+    settings = dataclasses.replace(settings, inbox_retain=100, read_batch=64)
     bus = Bus(redis, settings)
     await burst(Counter("ctr"), redis, settings)
     signals = work("ctr", 250)

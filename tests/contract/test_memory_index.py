@@ -6,6 +6,7 @@ data, every query gives exactly what ranking every readable item by the README's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from typing import Any
@@ -201,7 +202,7 @@ async def test_event_word_queries_read_the_rarest_words_events(redis: Any, setti
     entries of events the stream trimmed leave the index."""
     from hivebus.memory.events import MAX_WORDS, EpisodicLog
 
-    settings = settings.model_copy(update={"events_maxlen": 100})
+    settings = dataclasses.replace(settings, events_maxlen=100)
     events = EpisodicLog(redis, settings)
     rng = random.Random(14)
     recorded = []

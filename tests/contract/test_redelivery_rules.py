@@ -8,6 +8,7 @@ Tests that depend on idle times run on each real redis-server; the rest on faker
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 
 from hivebus.bus.bus import Bus, Delivery
 from hivebus.bus.redelivery import Redelivery, renew_call
+from hivebus.domain.clock import now_s
 from hivebus.domain.keys import Keys
-from hivebus.domain.models import Signal, now_s
+from hivebus.domain.models import Signal
 from hivebus.settings import Settings
 from tests.conftest import REAL_SERVERS, RedisServer, eventually
 
@@ -46,7 +48,7 @@ async def real(request: pytest.FixtureRequest, real_servers: dict[str, RedisServ
 
 @pytest.fixture
 def idle_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"claim_idle_s": IDLE_MS / 1000})
+    return dataclasses.replace(settings, claim_idle_s=IDLE_MS / 1000)
 
 
 class Team:
@@ -121,7 +123,7 @@ async def test_an_entry_idle_just_over_the_threshold_is_taken(real: Any, idle_se
 
 async def test_claim_idle_s_is_the_threshold(real: Any, settings: Settings) -> None:
     """The threshold is claim_idle_s in milliseconds: 1.5 s takes 1.6 s of idleness, not 1.4 s."""
-    team = Team(real, settings.model_copy(update={"claim_idle_s": 1.5}))
+    team = Team(real, dataclasses.replace(settings, claim_idle_s=1.5))
     entries = ids(await team.deliver(A, 2))
     await team.set_idle(A, entries[:1], 1_400)
     await team.set_idle(A, entries[1:], 1_600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -25,7 +26,7 @@ async def test_poison_signal_is_dead_lettered_after_max_deliveries_and_replayed(
     redis: Any, settings: Settings
 ) -> None:
     """Acceptance 3: retried up to the limit, then DLQ with the error; replay brings it back."""
-    settings = settings.model_copy(update={"max_deliveries": 3})
+    settings = dataclasses.replace(settings, max_deliveries=3)
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(FailUntilFixed("ff-1"), redis, settings)
     await redis.set(f"{prefix}test:broken", "1")
@@ -72,7 +73,7 @@ async def test_a_retry_that_succeeds_is_processed_once(redis: Any, settings: Set
 
 async def test_processed_ledger_stops_a_second_application(redis: Any, settings: Settings) -> None:
     """A duplicate entry redelivered after the signal was processed is acked without running again."""
-    settings = settings.model_copy(update={"claim_idle_s": 0.2})
+    settings = dataclasses.replace(settings, claim_idle_s=0.2)
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(FailUntilFixed("ff-1"), redis, settings)
     signal = Signal.create("PING", "cli", targets=["ff-1"])
@@ -131,7 +132,7 @@ async def test_handling_again_publishes_no_second_follow_up(redis: Any, settings
 async def test_retries_back_off_exponentially_within_the_cap(redis: Any, settings: Settings) -> None:
     """The settle script schedules attempt n's retry base * 2^(n-1) later, capped, at a point in the
     upper half of that delay (equal jitter); the attempts are counted in the pending record."""
-    settings = settings.model_copy(update={"retry_base_s": 0.5, "retry_max_s": 1.5, "max_deliveries": 10})
+    settings = dataclasses.replace(settings, retry_base_s=0.5, retry_max_s=1.5, max_deliveries=10)
     bus = Bus(redis, settings)
     await burst(FailUntilFixed("ff-1"), redis, settings)
     await bus.publish(Signal.create("PING", "cli", targets=["ff-1"]))
@@ -150,7 +151,7 @@ async def test_retries_back_off_exponentially_within_the_cap(redis: Any, setting
 async def test_a_signal_that_kills_every_replica_is_dead_lettered(redis: Any, settings: Settings) -> None:
     """An entry taken over max_deliveries times (each replica handling it died: a poison pill that
     kills its handler) is dead-lettered with the reason, not handed to yet another replica."""
-    settings = settings.model_copy(update={"claim_idle_s": 0.2, "max_deliveries": 3})
+    settings = dataclasses.replace(settings, claim_idle_s=0.2, max_deliveries=3)
     bus, prefix = Bus(redis, settings), f"{settings.namespace}:"
     await burst(FailUntilFixed("ff-1"), redis, settings)
     signal = Signal.create("PING", "cli", targets=["ff-1"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_trimming_expires_what_was_never_processed(redis: Any, settings: Settings) -> None:
     """Old entries are trimmed; the unprocessed ones become EXPIRED with a dead letter first."""
-    settings = settings.model_copy(update={"signal_ttl_s": 60})
+    settings = dataclasses.replace(settings, signal_ttl_s=60)
     bus, keys = Bus(redis, settings), Keys(settings.namespace)
     await Registry(redis, settings).register("te-1", Instance.here("te-1"), agent_type="t",
                                              subscriptions=("PING",), version="1")
@@ -50,7 +51,7 @@ async def test_trimming_expires_what_was_never_processed(redis: Any, settings: S
 
 async def test_dead_agents_leave_after_grace_but_stopped_ones_stay(redis: Any, settings: Settings) -> None:
     """A dead agent past the grace period leaves the registry; a stopped one stays."""
-    settings = settings.model_copy(update={"dead_agent_grace_s": 0})
+    settings = dataclasses.replace(settings, dead_agent_grace_s=0)
     registry, keys = Registry(redis, settings), Keys(settings.namespace)
     for agent_id in ("dead-1", "stopped-1"):
         instance = Instance.here(agent_id)

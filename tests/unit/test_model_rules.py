@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from hivebus.domain.clock import now_s, stamp_s
 from hivebus.domain.errors import InvalidId, InvalidInput
 from hivebus.domain.keys import (
     INTERNAL_KINDS,
@@ -32,10 +33,8 @@ from hivebus.domain.models import (
     Signal,
     SignalStatus,
     describe_validation_error,
-    now_s,
     parse_json_object,
     parse_severity,
-    stamp_s,
 )
 
 SID = "01J0000000000000000000000A"
