@@ -78,3 +78,31 @@ def test_no_module_imports_in_a_cycle() -> None:
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh Python has loaded after running ``code``."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+                           capture_output=True, text=True, check=True, cwd=REPO)
+    return set(shown.stdout.split())
+
+
+def test_importing_hivebus_loads_neither_redis_nor_pydantic() -> None:
+    loaded = loaded_after("import hivebus")
+    assert not {"redis", "pydantic", "structlog", "anyio"} & loaded
+
+
+def test_the_agents_command_loads_no_model_machinery() -> None:
+    """Start-up (issue 13): ``hivebus agents`` builds neither a pydantic model nor settings
+    through pydantic-settings; those took it from 1.03x to 1.4-1.9x the baseline's start-up."""
+    loaded = loaded_after("from hivebus.cli.main import build_parser\n"
+                          "args = build_parser('agents').parse_args(['agents'])\n"
+                          "from hivebus.settings import load_settings\n"
+                          "from hivebus.infra.logs import configure_logging\n"
+                          "configure_logging(load_settings())")
+    assert "hivebus.cli.agents" in loaded
+    assert not {"pydantic.main", "pydantic_settings", "hivebus.domain.models", "hivebus.bus.bus",
+                "anyio._backends._asyncio"} & loaded
