@@ -20,8 +20,8 @@ from hivebus.memory.events import EpisodicLog
 from hivebus.memory.state import AgentState, StateStore, StateType
 from hivebus.memory.stm import MemoryItem, ShortTermMemory
 from hivebus.settings import Settings
-from hivebus.store.base import MemoryPattern
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store import open_store
+from hivebus.store.base import MemoryPattern, Store
 
 OUTCOME_KIND = "outcome"
 WIN_RATE_LOOKBACK = 20
@@ -38,7 +38,7 @@ class AgentMemory:
         self.decisions = DecisionLog(redis, settings)
         self.events = EpisodicLog(redis, settings)
         self.state = AgentState(agent_id=agent_id)
-        self._store: SQLiteStore | None = None
+        self._store: Store | None = None
 
     async def close(self) -> None:
         """Close the durable store if it was opened."""
@@ -53,7 +53,7 @@ class AgentMemory:
     ) -> list[MemoryPattern]:
         """Promoted patterns this agent may see: its own and those shared with it, best first."""
         if self._store is None:
-            self._store = await SQLiteStore.open(self.settings.store_path)
+            self._store = await open_store(self.settings)
         return await self._store.query_patterns(
             viewer=self.agent_id, memory_type=memory_type, min_confidence=min_confidence,
             shared=shared)

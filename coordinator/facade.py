@@ -28,8 +28,8 @@ from hivebus.infra import managed_redis
 from hivebus.infra.connection import connected, open_sync_client
 from hivebus.memory.decisions import DecisionLog
 from hivebus.settings import Settings, load_settings
+from hivebus.store import open_store, store_exists
 from hivebus.store.base import MemoryPattern, Store
-from hivebus.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from hivebus.agents.memory import AgentMemory
@@ -49,7 +49,7 @@ class Patterns:
     async def store(self) -> Store:
         """The durable store, opened (created if need be) on first use."""
         if self._store is None:
-            self._store = await SQLiteStore.open(self._settings.store_path)
+            self._store = await open_store(self._settings)
             self._opened_here = True
         return self._store
 
@@ -121,7 +121,7 @@ class Hivebus:
         if config.redis_url is None:
             server = await anyio.to_thread.run_sync(managed_redis.start, config.home)
         endpoint = config.redis_url or (server.url if server else "")
-        archive = await SQLiteStore.open(config.store_path) if config.store_path.exists() else None
+        archive = await open_store(config) if store_exists(config) else None
         try:
             async with connected(endpoint, client_name="hivebus-app", settings=config) as redis, \
                     anyio.create_task_group() as tasks:

@@ -164,12 +164,37 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (see tests/postgres_server.py); the tests that
+    take it are skipped, saying why, only where this machine has no PostgreSQL."""
+    from tests.postgres_server import start_postgres
+
+    try:
+        server = start_postgres()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"PostgreSQL cannot run here: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh SQLite durable store in the test's folder."""
+def postgres_url(postgres_server: Any) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL."""
+    return str(postgres_server.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A fresh durable store: a SQLite file in the test's folder, then a PostgreSQL database."""
+    from hivebus.store.postgres import PostgresStore
     from hivebus.store.sqlite import SQLiteStore
 
-    opened = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
+    opened: Any
+    if request.param == "sqlite":
+        opened = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
+    else:
+        opened = await PostgresStore.open(request.getfixturevalue("postgres_url"))
     yield opened
     await opened.close()
 

@@ -34,7 +34,7 @@ from hivebus.infra.connection import connected, redis_endpoint
 from hivebus.infra.preflight import check_server, reset_namespace
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings, redact_url
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store import is_postgres, open_store
 
 STARTUP_TIMEOUT_S = 30.0
 TICK_TIMEOUT_S = 60.0
@@ -104,7 +104,8 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
                 await _forget_everything(redis, settings)
                 await check_server(redis, settings)
             env = {**os.environ, **CHILD_SETTINGS, "HIVEBUS_REDIS_URL": url,
-                   "HIVEBUS_NAMESPACE": settings.namespace, "HIVEBUS_STORE": str(settings.store_path)}
+                   "HIVEBUS_NAMESPACE": settings.namespace,
+                   "HIVEBUS_STORE": str(settings.store or settings.store_path)}
             desk = Desk(env, logs)
             try:
                 desk.start("coordinator", ["coordinator"])
@@ -133,6 +134,9 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
 async def _forget_everything(redis: Any, settings: Settings) -> None:
     """--fresh: delete this namespace's keys and the durable store."""
     removed = await reset_namespace(redis, settings)
+    if is_postgres(settings):  # a database may hold more than this demo's: never wiped
+        print(f"fresh     removed {removed} key(s); the PostgreSQL store is kept")
+        return
     for suffix in ("", "-wal", "-shm"):
         await anyio.Path(f"{settings.store_path}{suffix}").unlink(missing_ok=True)
     print(f"fresh     removed {removed} key(s) and the durable store")
@@ -268,7 +272,7 @@ async def _final_pass(redis: Any, settings: Settings, report: Report) -> None:
     from hivebus.service.coordinator import Coordinator
 
     child_settings = dataclasses.replace(settings, lease_ttl_s=2.0)
-    store = await SQLiteStore.open(settings.store_path)
+    store = await open_store(settings)
     try:
         with anyio.fail_after(30):
             while True:

@@ -29,8 +29,8 @@ from hivebus.domain.models import TERMINAL_STATUSES
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings
-from hivebus.store.base import MemoryPattern
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store import open_store, store_exists
+from hivebus.store.base import MemoryPattern, Store
 
 AGENTS = ("market-hunter", "risk-manager", "trade-executor")
 LATENCY_WINDOW = 200  # ticks compared at the start and at the end of a run (a fifth of a shorter one)
@@ -104,8 +104,8 @@ class Report:
         report.trades_before = int(perf.get("trades_closed", 0))
         report.wins_before = int(perf.get("wins", 0))
         report.pnl_before = float(perf.get("pnl", 0.0))
-        if settings.store_path.exists():
-            store = await SQLiteStore.open(settings.store_path)
+        if store_exists(settings):
+            store = await open_store(settings)
             try:
                 report.patterns_before = {p.pattern_id for p in await store.query_patterns(viewer=None)}
             finally:
@@ -197,7 +197,7 @@ class Report:
                                                           else "" for a in AGENTS)])
         self.latency_file = path
 
-    async def finish(self, redis: Any, settings: Settings, store: SQLiteStore) -> None:
+    async def finish(self, redis: Any, settings: Settings, store: Store) -> None:
         """Decisions (Redis and archive) and patterns after the final coordinator pass."""
         log = DecisionLog(redis, settings, archive=store)
         for agent_id in AGENTS:

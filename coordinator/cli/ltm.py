@@ -10,8 +10,9 @@ from hivebus.cli.main import COMMANDS
 from hivebus.cli.output import clock, clock_of, print_json, print_table
 from hivebus.cli.views import pattern_json, pattern_version_json
 from hivebus.domain.keys import check_agent_id
+from hivebus.store import open_store
 from hivebus.store.base import MemoryPattern
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store.sql import SQLStore
 
 if TYPE_CHECKING:
     import argparse
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
     from hivebus.settings import Settings
 
 
-async def with_store(settings: Settings, body: Callable[[SQLiteStore], Awaitable[int]]) -> int:
+async def with_store(settings: Settings, body: Callable[[SQLStore], Awaitable[int]]) -> int:
     """Open the durable store, run ``body``, close it."""
-    store = await SQLiteStore.open(settings.store_path)
+    store = await open_store(settings)
     try:
         return await body(store)
     finally:
@@ -43,7 +44,7 @@ def _row(p: MemoryPattern) -> dict[str, Any]:
 async def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus patterns: promoted patterns, best first."""
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         found = await store.query_patterns(
             viewer=_viewer(args), memory_type=args.type, min_confidence=args.min_confidence,
             agent=args.agent, shared=True if args.shared else None, include_inactive=args.all)
@@ -60,7 +61,7 @@ async def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_pattern_show(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus pattern show ID."""
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         p = await store.get_pattern(args.pattern_id, viewer=_viewer(args))
         if args.json:
             print_json(pattern_json(p))
@@ -80,7 +81,7 @@ async def cmd_pattern_show(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_pattern_history(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus pattern history ID: every version, oldest first."""
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         history = [pattern_version_json(h)
                    for h in await store.pattern_history(args.pattern_id, viewer=_viewer(args))]
         if args.json:
@@ -99,7 +100,7 @@ async def cmd_pattern_history(args: argparse.Namespace, settings: Settings) -> i
 async def cmd_pattern_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus pattern rollback ID VERSION."""
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         restored = await store.rollback_pattern(args.pattern_id, args.version)
         if args.json:
             print_json(pattern_json(restored))
@@ -145,7 +146,7 @@ async def cmd_procedures(args: argparse.Namespace, settings: Settings) -> int:
     from hivebus.domain.models import parse_json_object
     from hivebus.store.procedural import ProceduralMemory
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         memory = ProceduralMemory(store)
         action = args.procedures_command
         result: Any
@@ -190,7 +191,7 @@ async def cmd_concepts(args: argparse.Namespace, settings: Settings) -> int:
     from hivebus.domain.errors import InvalidInput
     from hivebus.store.procedural import ProceduralMemory
 
-    async def body(store: SQLiteStore) -> int:
+    async def body(store: SQLStore) -> int:
         memory = ProceduralMemory(store)
         if args.concepts_command == "add":
             relations = []

@@ -171,12 +171,12 @@ def _parse_since(text: str | None) -> float | None:
 @contextlib.asynccontextmanager
 async def _archive(settings: Settings) -> AsyncIterator[Any]:
     """The durable store when its file exists (decision queries then span it), else None."""
-    from hivebus.store.sqlite import SQLiteStore
+    from hivebus.store import open_store, store_exists
 
-    if not settings.store_path.exists():
+    if not store_exists(settings):
         yield None
         return
-    store = await SQLiteStore.open(settings.store_path)
+    store = await open_store(settings)
     try:
         yield store
     finally:

@@ -27,9 +27,9 @@ async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus coordinator: lead or stand by until SIGTERM/SIGINT (or one pass with --once)."""
     from hivebus.agents.runner import stop_on_signals
     from hivebus.service.coordinator import Coordinator
-    from hivebus.store.sqlite import SQLiteStore
+    from hivebus.store import open_store
 
-    store = await SQLiteStore.open(settings.store_path)
+    store = await open_store(settings)
     try:
         with redis_endpoint(settings) as url:
             async with connected(url, client_name="hivebus-coordinator", settings=settings) as redis:
@@ -85,7 +85,7 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
     from hivebus.domain.keys import Keys
-    from hivebus.store.sqlite import SQLiteStore
+    from hivebus.store import is_postgres, open_store, store_exists, store_label
 
     with redis_endpoint(settings) as url:
         async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
@@ -94,9 +94,10 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             holder, epoch = await redis.get(keys.lease()), await redis.get(keys.epoch())
             registry = Registry(redis, settings)
             agents = await registry.list_agents()
-    store: dict[str, Any] = {"path": str(settings.store_path), "exists": settings.store_path.exists()}
+    store: dict[str, Any] = {"engine": "postgresql" if is_postgres(settings) else "sqlite",
+                             "path": store_label(settings), "exists": store_exists(settings)}
     if store["exists"]:
-        opened = await SQLiteStore.open(settings.store_path)
+        opened = await open_store(settings)
         try:
             store["highest_epoch"] = await opened.highest_epoch()
             store["archived_decisions"] = await opened.count_archived()

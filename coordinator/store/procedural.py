@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hivebus.domain.errors import InvalidInput, NotFound
 from hivebus.domain.scoring import words
-from hivebus.store.sqlite import SQLiteStore
+from hivebus.store.sql import Connection, SQLStore, upsert
 
 StepFn = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any] | None] | dict[str, Any] | None]
 STEPS: dict[str, StepFn] = {}
@@ -91,7 +90,7 @@ def _check_steps(steps: Any) -> list[dict[str, Any]]:
 class ProceduralMemory:
     """Procedures and concepts in a durable store."""
 
-    def __init__(self, store: SQLiteStore, max_versions: int = MAX_VERSIONS) -> None:
+    def __init__(self, store: SQLStore, max_versions: int = MAX_VERSIONS) -> None:
         self.store = store
         self.max_versions = max_versions
 
@@ -105,7 +104,7 @@ class ProceduralMemory:
         params = dict(parameters or {})
         now = time.time()
 
-        def run(conn: sqlite3.Connection) -> int:
+        def run(conn: Connection) -> int:
             row = conn.execute("SELECT * FROM procedures WHERE procedure_id=?", (procedure_id,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO procedures (procedure_id, name, category, version, steps, "
@@ -113,7 +112,9 @@ class ProceduralMemory:
                              (procedure_id, name or procedure_id, category, json.dumps(checked),
                               json.dumps(params), now))
                 return 1
-            conn.execute("INSERT OR REPLACE INTO procedure_versions VALUES (?,?,?,?,?)",
+            conn.execute(upsert("procedure_versions",
+                                ("procedure_id", "version", "steps", "parameters", "created_at"),
+                                ("procedure_id", "version")),
                          (procedure_id, row["version"], row["steps"], row["parameters"], now))
             conn.execute("DELETE FROM procedure_versions WHERE procedure_id=? AND version <= ?",
                          (procedure_id, row["version"] - self.max_versions))
@@ -143,8 +144,9 @@ class ProceduralMemory:
     async def procedures(self, category: str | None = None) -> list[dict[str, Any]]:
         """Every procedure (optionally of one category), by id."""
         rows = await self.store.read(lambda c: c.execute(
-            "SELECT procedure_id FROM procedures WHERE ? IS NULL OR category=? ORDER BY procedure_id",
-            (category, category)).fetchall())
+            "SELECT procedure_id FROM procedures WHERE category=? ORDER BY procedure_id", (category,))
+            .fetchall() if category is not None else
+            c.execute("SELECT procedure_id FROM procedures ORDER BY procedure_id").fetchall())
         return [await self.get(r["procedure_id"]) for r in rows]
 
     async def history(self, procedure_id: str) -> list[dict[str, Any]]:
@@ -197,14 +199,15 @@ class ProceduralMemory:
         """Record one outcome of a procedure and update its statistics."""
         now = time.time()
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Connection) -> None:
             column = "successes" if success else "failures"
             changed = conn.execute(
                 f"UPDATE procedures SET {column} = {column} + 1, total_duration_s = total_duration_s + ?, "
                 "last_run = ? WHERE procedure_id=?", (duration_s, now, procedure_id)).rowcount
             if not changed:
                 raise NotFound(f"no procedure {procedure_id!r}")
-            conn.execute("INSERT INTO procedure_outcomes VALUES (?,?,?,?,?)",
+            conn.execute("INSERT INTO procedure_outcomes (procedure_id, at, success, duration_s, detail) "
+                         "VALUES (?,?,?,?,?)",
                          (procedure_id, now, int(success), duration_s, json.dumps(detail or {})))
 
         await self.store.write(run, None)
@@ -216,12 +219,12 @@ class ProceduralMemory:
         if not name.strip() or len(name) > 200:
             raise InvalidInput("a concept name must be 1-200 characters")
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO concepts VALUES (?,?,?,?)",
+        def run(conn: Connection) -> None:
+            conn.execute(upsert("concepts", ("name", "category", "content", "updated_at"), ("name",)),
                          (name, category, content, time.time()))
             for relation, target in relations or []:
-                conn.execute("INSERT OR IGNORE INTO concept_relations VALUES (?,?,?)",
-                             (name, relation, target))
+                conn.execute("INSERT INTO concept_relations (source, relation, target) VALUES (?,?,?) "
+                             "ON CONFLICT (source, relation, target) DO NOTHING", (name, relation, target))
 
         await self.store.write(run, None)
 
@@ -230,8 +233,8 @@ class ProceduralMemory:
     ) -> list[dict[str, Any]]:
         """Concepts whose name or content has ``word`` (any case), and/or of ``category``."""
         rows = await self.store.read(lambda c: c.execute(
-            "SELECT * FROM concepts WHERE ? IS NULL OR category=? ORDER BY name",
-            (category, category)).fetchall())
+            "SELECT * FROM concepts WHERE category=? ORDER BY name", (category,)).fetchall()
+            if category is not None else c.execute("SELECT * FROM concepts ORDER BY name").fetchall())
         wanted = words(word) if word else set()
         return [dict(r) for r in rows if wanted <= words(f"{r['name']} {r['content']}")]
 
