@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis import exceptions as redis_errors
 
@@ -26,11 +26,14 @@ from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import RENEW
 from hivebus.settings import Settings
 
+if TYPE_CHECKING:
+    from hivebus.infra.redis_errors import SyncRedis
+
 
 class LivenessThread(threading.Thread):
     """Heartbeats and renews one replica's claims while its event loop makes progress."""
 
-    def __init__(self, client: Any, settings: Settings, agent_id: str, instance_id: str,
+    def __init__(self, client: SyncRedis, settings: Settings, agent_id: str, instance_id: str,
                  working: Callable[[], Sequence[str]]) -> None:
         super().__init__(name=f"hivebus-liveness-{agent_id}", daemon=True)
         self.client = client  # a synchronous redis-py client of this thread's own

@@ -21,7 +21,7 @@ import os
 import signal as os_signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -39,6 +39,9 @@ from hivebus.domain.errors import BadKey, InvalidInput, RedisUnavailable, Unknow
 from hivebus.domain.ids import entry_order
 from hivebus.domain.models import SignalStatus
 from hivebus.infra.logs import get_logger, handling
+
+if TYPE_CHECKING:
+    from hivebus.infra.redis_errors import SyncRedis
 
 BUILTIN_AGENTS = {
     "market-hunter": "hivebus.agents.desk.market_hunter:MarketHunter",
@@ -103,7 +106,8 @@ def _load_file(path_text: str) -> Any:
 class AgentRunner:
     """Runs one agent instance against a bus until told to stop."""
 
-    def __init__(self, agent: Agent, bus: Bus, registry: Registry, *, liveness_client: Any = None) -> None:
+    def __init__(self, agent: Agent, bus: Bus, registry: Registry, *,
+                 liveness_client: SyncRedis | None = None) -> None:
         """``liveness_client``: a synchronous redis-py client (``connection.open_sync_client``) for
         the liveness thread; without one, heartbeats run on the event loop."""
         self.agent = agent

@@ -26,6 +26,7 @@ from hivebus.bus.registry import Registry
 from hivebus.domain.models import Severity, Signal
 from hivebus.infra import managed_redis
 from hivebus.infra.connection import connected, open_sync_client
+from hivebus.infra.redis_errors import Redis
 from hivebus.memory.decisions import DecisionLog
 from hivebus.settings import Settings, load_settings
 from hivebus.store import open_store, store_exists
@@ -88,7 +89,7 @@ class RunningAgent:
 class Hivebus:
     """A connection to a hivebus namespace: publish, run agents, read memory and decisions."""
 
-    def __init__(self, redis: Any, settings: Settings, url: str, tasks: TaskGroup,
+    def __init__(self, redis: Redis, settings: Settings, url: str, tasks: TaskGroup,
                  archive: Store | None = None) -> None:
         self.redis = redis
         self.settings = settings

@@ -10,6 +10,7 @@ from hivebus.cli.common import positive_int, with_redis
 if TYPE_CHECKING:
     import argparse
 
+    from hivebus.infra.redis_errors import Redis
     from hivebus.settings import Settings
 
 COMMANDS = {
@@ -31,7 +32,7 @@ async def cmd_feed(args: argparse.Namespace, settings: Settings) -> int:
     from hivebus.agents.desk.feed import run_feed
     from hivebus.bus.bus import Bus
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         ids = await run_feed(
             Bus(redis, settings), count=args.count, interval_s=args.interval, seed=args.seed
         )

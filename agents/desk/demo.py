@@ -32,6 +32,7 @@ from hivebus.domain.keys import Keys
 from hivebus.domain.models import TERMINAL_STATUSES, Signal
 from hivebus.infra.connection import connected, redis_endpoint
 from hivebus.infra.preflight import check_server, reset_namespace
+from hivebus.infra.redis_errors import Redis, stream_entries
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings, redact_url
 from hivebus.store import is_postgres, open_store
@@ -131,7 +132,7 @@ async def run_demo(settings: Settings, *, cycles: int, seed: int, speed: float, 
         return 1 if problems or report.unsettled else 0
 
 
-async def _forget_everything(redis: Any, settings: Settings) -> None:
+async def _forget_everything(redis: Redis, settings: Settings) -> None:
     """--fresh: delete this namespace's keys and the durable store."""
     removed = await reset_namespace(redis, settings)
     if is_postgres(settings):  # a database may hold more than this demo's: never wiped
@@ -183,7 +184,7 @@ class Settler:
 
     async def _follow(self) -> bool:
         """Take in the signals logged since the last look; whether there were any."""
-        entries = await self.redis.xrange(self.keys.signal_log(), min=f"({self.cursor}")
+        entries = stream_entries(await self.redis.xrange(self.keys.signal_log(), min=f"({self.cursor}"))
         for entry_id, fields in entries:
             self.cursor = entry_id
             self.seen.append(fields["id"])
@@ -209,7 +210,7 @@ class Settler:
                 del self.open[signal_id]
 
 
-async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: int, speed: float,
+async def _drive(redis: Redis, settings: Settings, desk: Desk, cycles: int, seed: int, speed: float,
                  chaos: bool) -> Report:
     keys, registry, bus = Keys(settings.namespace), Registry(redis, settings), Bus(redis, settings)
 
@@ -220,7 +221,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
     await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
     await _name_foreign_subscribers(registry)
     report = await Report.begin(redis, settings, seed, cycles)
-    last = await redis.xrevrange(keys.signal_log(), count=1)
+    last = stream_entries(await redis.xrevrange(keys.signal_log(), count=1))
     settler = Settler(bus, last[0][0] if last else "0-0")
     market = MarketSimulator(seed)
     for _ in range(report.start_cycle):  # a continued desk continues the same market
@@ -251,7 +252,7 @@ async def _drive(redis: Any, settings: Settings, desk: Desk, cycles: int, seed: 
     return report
 
 
-async def _chaos(redis: Any, settings: Settings, desk: Desk, report: Report, cycle: int) -> None:
+async def _chaos(redis: Redis, settings: Settings, desk: Desk, report: Report, cycle: int) -> None:
     """SIGKILL the executor in the middle of its work and start it again."""
     keys = Keys(settings.namespace)
     victim = desk.children["trade-executor"]
@@ -267,7 +268,7 @@ async def _chaos(redis: Any, settings: Settings, desk: Desk, report: Report, cyc
     print(f"chaos     {report.chaos}")
 
 
-async def _final_pass(redis: Any, settings: Settings, report: Report) -> None:
+async def _final_pass(redis: Redis, settings: Settings, report: Report) -> None:
     """Learn from the last outcomes once the coordinator process has stopped."""
     from hivebus.service.coordinator import Coordinator
 

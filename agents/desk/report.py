@@ -26,6 +26,7 @@ from hivebus.bus.bus import Bus
 from hivebus.cli.output import print_table
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import TERMINAL_STATUSES
+from hivebus.infra.redis_errors import Redis
 from hivebus.memory.decisions import DecisionLog
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings
@@ -94,7 +95,7 @@ class Report:
     latency_file: Path | None = None
 
     @classmethod
-    async def begin(cls, redis: Any, settings: Settings, seed: int, cycles: int) -> Report:
+    async def begin(cls, redis: Redis, settings: Settings, seed: int, cycles: int) -> Report:
         """Note where the desk starts from."""
         report = cls(seed=seed, cycles=cycles, started_at=time.time())
         states = StateStore(redis, settings)
@@ -112,7 +113,7 @@ class Report:
                 await store.close()
         return report
 
-    async def collect(self, redis: Any, settings: Settings) -> None:
+    async def collect(self, redis: Redis, settings: Settings) -> None:
         """Signal statuses and trades once every tick has settled."""
         bus = Bus(redis, settings)
         records = await bus.records(self.signal_ids)
@@ -137,7 +138,7 @@ class Report:
         hunter = await states.load("market-hunter")
         self.end_cycle = hunter.current_cycle if hunter else 0
 
-    async def _measure_latencies(self, redis: Any, settings: Settings,
+    async def _measure_latencies(self, redis: Redis, settings: Settings,
                                  records: list[dict[str, Any] | None]) -> None:
         """Each tick's latency: its publish to the last settle of a signal it caused (itself included)."""
         keys = Keys(settings.namespace)
@@ -197,7 +198,7 @@ class Report:
                                                           else "" for a in AGENTS)])
         self.latency_file = path
 
-    async def finish(self, redis: Any, settings: Settings, store: Store) -> None:
+    async def finish(self, redis: Redis, settings: Settings, store: Store) -> None:
         """Decisions (Redis and archive) and patterns after the final coordinator pass."""
         log = DecisionLog(redis, settings, archive=store)
         for agent_id in AGENTS:
@@ -212,7 +213,8 @@ class Report:
         self.patterns = await store.query_patterns(viewer=None)
 
 
-async def _correlation_ids(redis: Any, keys: Keys, records: list[dict[str, Any] | None]) -> list[str | None]:
+async def _correlation_ids(redis: Redis, keys: Keys,
+                           records: list[dict[str, Any] | None]) -> list[str | None]:
     """Each signal's correlation id, read from its entry in a target's inbox (the signal key keeps
     the fields only of a signal that had no target); None when the entry is gone."""
     found: list[str | None] = [None] * len(records)
@@ -237,7 +239,7 @@ async def _correlation_ids(redis: Any, keys: Keys, records: list[dict[str, Any] 
     return found
 
 
-async def _settle_times(redis: Any, keys: Keys, settings: Settings, signal_ids: list[str],
+async def _settle_times(redis: Redis, keys: Keys, settings: Settings, signal_ids: list[str],
                         records: list[dict[str, Any] | None]) -> dict[tuple[str, str], float]:
     """When each (signal, target) pair was settled, in ms: a done ledger's score is the settle's
     time plus the ledger's keep time (see coordinator/infra/lua/settle.lua)."""

@@ -28,7 +28,13 @@ from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys, check_signal_id
 from hivebus.domain.models import Signal, SignalStatus
 from hivebus.infra.lua import PUBLISH, SETTLE
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import (
+    Redis,
+    stream_entries,
+    text_or_none,
+    texts_or_none,
+    translate_redis_errors,
+)
 from hivebus.settings import Settings
 
 DLQ_MAXLEN = 100_000
@@ -337,7 +343,7 @@ class Bus:
         """The signal and its status per target. Raises NotFound, InvalidId."""
         key = self.keys.signal(check_signal_id(signal_id))
         async with translate_redis_errors():
-            raw = await self.redis.get(key)
+            raw = text_or_none(await self.redis.get(key))
         record = _record(raw)
         if record is None:
             raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
@@ -360,7 +366,7 @@ class Bus:
             return Signal.from_fields({str(k): str(v) for k, v in record["fields"].items()})
         async with translate_redis_errors():
             for agent_id, entry in sorted(record["to"].items()):
-                found = await self.redis.xrange(self.keys.inbox(agent_id), entry, entry)
+                found = stream_entries(await self.redis.xrange(self.keys.inbox(agent_id), entry, entry))
                 if found:
                     return Signal.from_fields(found[0][1])
         raise NotFound(f"signal {signal_id} is known but its entries were trimmed from every inbox")
@@ -370,7 +376,7 @@ class Bus:
         if not signal_ids:
             return []
         async with translate_redis_errors():
-            raws = await self.redis.mget([self.keys.signal(s) for s in signal_ids])
+            raws = texts_or_none(await self.redis.mget([self.keys.signal(s) for s in signal_ids]))
         return [_record(raw) for raw in raws]
 
     async def statuses(self, pairs: Sequence[tuple[str, str]]) -> list[SignalStatus]:
@@ -388,9 +394,9 @@ class Bus:
     async def recent(self, count: int = 20) -> list[dict[str, str]]:
         """The last ``count`` published signals from the signal log, newest first."""
         async with translate_redis_errors():
-            entries = await self.redis.xrevrange(self.keys.signal_log(), count=count)
+            logged = stream_entries(await self.redis.xrevrange(self.keys.signal_log(), count=count))
         rows = []
-        for entry_id, fields in entries:  # text that is not UTF-8 (written by hand) shown escaped
+        for entry_id, fields in logged:  # text that is not UTF-8 (written by hand) shown escaped
             rows.append({"entry": entry_id, **{printable(k): printable(v) for k, v in fields.items()}})
         return rows
 

@@ -8,7 +8,7 @@ from typing import Any
 from hivebus.domain.errors import HivebusError, NotFound
 from hivebus.domain.keys import Keys, check_agent_id, check_signal_id
 from hivebus.infra.lua import REPLAY
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, stream_entries, translate_redis_errors
 from hivebus.settings import Settings
 
 
@@ -23,15 +23,15 @@ class DeadLetters:
     async def list(self, agent_id: str, count: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters of an agent, newest first."""
         async with translate_redis_errors():
-            entries = await self.redis.xrevrange(self.keys.dead_letters(check_agent_id(agent_id)),
-                                                 count=count)
-        return [{"dlq_entry": entry_id, **fields} for entry_id, fields in entries]
+            letters = stream_entries(await self.redis.xrevrange(
+                self.keys.dead_letters(check_agent_id(agent_id)), count=count))
+        return [{"dlq_entry": entry_id, **fields} for entry_id, fields in letters]
 
     async def show(self, agent_id: str, dlq_entry: str) -> dict[str, Any]:
         """One dead letter with its original fields decoded. Raises NotFound."""
         async with translate_redis_errors():
-            found = await self.redis.xrange(self.keys.dead_letters(check_agent_id(agent_id)),
-                                            dlq_entry, dlq_entry)
+            found = stream_entries(await self.redis.xrange(
+                self.keys.dead_letters(check_agent_id(agent_id)), dlq_entry, dlq_entry))
         if not found:
             raise NotFound(f"agent {agent_id!r} has no dead letter {dlq_entry!r}")
         entry_id, fields = found[0]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivebus.bus.bus import Bus, Delivery, decode_delivery
 from hivebus.domain.clock import now_s
@@ -26,6 +26,9 @@ from hivebus.domain.ids import entry_order, printable
 from hivebus.domain.keys import Keys
 from hivebus.infra.lua import CLAIM_DUE, RENEW
 from hivebus.infra.redis_errors import translate_redis_errors
+
+if TYPE_CHECKING:
+    from redis.typing import StreamIdT
 
 
 def renew_call(keys: Keys, agent_id: str, consumer: str,
@@ -92,9 +95,10 @@ class Redelivery:
             alive = {o for o, hit in zip(owners, answers, strict=False) if int(hit)}
             scheduled = {e for e, score in zip(own, answers[len(owners):], strict=True)
                          if score is not None}
-            orphaned = [str(p["message_id"]) for p in pel
-                        if (str(p["consumer"]) != consumer and str(p["consumer"]) not in alive)
-                        or (str(p["consumer"]) == consumer and str(p["message_id"]) not in scheduled)]
+            orphaned: list[StreamIdT] = [
+                str(p["message_id"]) for p in pel
+                if (str(p["consumer"]) != consumer and str(p["consumer"]) not in alive)
+                or (str(p["consumer"]) == consumer and str(p["message_id"]) not in scheduled)]
             if not orphaned:
                 return []
             claimed = await self.redis.xclaim(inbox, agent_id, consumer, idle_ms, orphaned)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput, NotFound
 from hivebus.domain.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, text_or_none, text_set, translate_redis_errors
 from hivebus.settings import Settings
 
 
@@ -86,7 +86,7 @@ class Registry:
         subs = tuple(sorted({check_signal_type(s) for s in subscriptions}))
         agent_key = self.keys.agent(agent_id)
         async with translate_redis_errors():
-            previous = await self.redis.hget(agent_key, "subscriptions") or ""
+            previous = text_or_none(await self.redis.hget(agent_key, "subscriptions")) or ""
             pipe = self.redis.pipeline(transaction=True)
             pipe.sadd(self.keys.agents(), agent_id)
             pipe.hsetnx(agent_key, "registered_at", f"{now_s():.3f}")
@@ -182,7 +182,7 @@ class Registry:
         members that are not agent ids (edited by hand) are left out, and listed in ``skipped``
         (the coordinator sets them aside)."""
         async with translate_redis_errors():
-            members = sorted(await self.redis.smembers(self.keys.agents()))
+            members = sorted(text_set(await self.redis.smembers(self.keys.agents())))
         self.skipped = [a for a in members if not AGENT_ID_RE.fullmatch(a)]
         return await self._infos([a for a in members if AGENT_ID_RE.fullmatch(a)])
 
@@ -232,7 +232,7 @@ def _instance_json(instance: Instance) -> str:
 
 
 def _agent_info(
-    agent_id: str, fields: dict[str, str], instances: dict[str, str], beats: Any
+    agent_id: str, fields: dict[str, str], instances: dict[str, str], beats: Iterator[str | None]
 ) -> AgentInfo:
     parsed = []
     newest_beat = 0.0

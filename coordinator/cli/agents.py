@@ -17,13 +17,14 @@ from hivebus.infra.connection import connected, open_sync_client, redis_endpoint
 if TYPE_CHECKING:
     import argparse
 
+    from hivebus.infra.redis_errors import Redis
     from hivebus.settings import Settings
 
 
 async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agents: registered agents with liveness and counters."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         registry = Registry(redis, settings)
         agents = await registry.list_agents()
         name_skipped(registry)
@@ -50,7 +51,7 @@ async def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_agent_show(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent show ID: one registered agent with its replicas and counters."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         info = await Registry(redis, settings).get(args.agent_id)
         if args.json:
             print_json(agent_json(info))
@@ -72,7 +73,7 @@ def _print_agent(a: AgentInfo) -> None:
 async def cmd_agent_remove(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus agent remove ID: deregister an agent (registry and subscriptions)."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         info = await Registry(redis, settings).remove(args.agent_id, force=args.force)
         if args.json:  # the agent as it was registered
             print_json(agent_json(info))

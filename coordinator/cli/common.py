@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from hivebus.bus.registry import Registry
+    from hivebus.infra.redis_errors import Redis
     from hivebus.settings import Settings
 
 
@@ -32,7 +33,7 @@ class Parser(argparse.ArgumentParser):
         fail(f"{message} (see '{self.prog} --help')", 2)
 
 
-async def with_redis(settings: Settings, body: Callable[[Any], Awaitable[int]]) -> int:
+async def with_redis(settings: Settings, body: Callable[[Redis], Awaitable[int]]) -> int:
     """Run ``body(redis)`` on the configured or managed Redis; return its exit code."""
     from hivebus.infra.connection import connected, redis_endpoint
 

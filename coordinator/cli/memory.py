@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from hivebus.domain.decision import DecisionRecord
+    from hivebus.infra.redis_errors import Redis
     from hivebus.settings import Settings
 
 
@@ -43,7 +44,7 @@ def _compact(value: Any, width: int = 60) -> str:
 async def cmd_state_show(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus state show AGENT: the CURRENT state."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         state = await StateStore(redis, settings).load(check_agent_id(args.agent_id))
         if state is None:
             raise NotFound(f"agent {args.agent_id!r} has no saved state")
@@ -64,7 +65,7 @@ async def cmd_state_show(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus state history AGENT: kept snapshots and configuration changes, newest first."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         store = StateStore(redis, settings)
         snapshots = [snapshot_json(s) for s in await store.history(check_agent_id(args.agent_id))]
         changes = [config_change_json(c) for c in await store.config_history(args.agent_id)]
@@ -93,7 +94,7 @@ async def cmd_state_history(args: argparse.Namespace, settings: Settings) -> int
 async def cmd_state_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus state checkpoint AGENT: keep a snapshot of the CURRENT state."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         kind = StateType.BACKUP if args.backup else StateType.CHECKPOINT
         snapshot_id = await StateStore(redis, settings).snapshot(
             check_agent_id(args.agent_id), kind, args.label)
@@ -106,7 +107,7 @@ async def cmd_state_checkpoint(args: argparse.Namespace, settings: Settings) -> 
 async def cmd_state_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus state rollback AGENT SNAPSHOT: restore a kept snapshot."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         state = await StateStore(redis, settings).rollback(check_agent_id(args.agent_id), args.snapshot_id)
         if args.json:
             print_json(state_json(state))
@@ -121,7 +122,7 @@ async def cmd_state_rollback(args: argparse.Namespace, settings: Settings) -> in
 async def cmd_memory_recall(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus memory recall AGENT QUERY: the most relevant memory items."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         memory = ShortTermMemory(redis, settings, check_agent_id(args.agent_id))
         ranked = await memory.recall(args.query, kind=args.kind, symbol=args.symbol, topk=args.top)
         if args.json:
@@ -140,7 +141,7 @@ async def cmd_memory_recall(args: argparse.Namespace, settings: Settings) -> int
 async def cmd_memory_summarize(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus memory summarize AGENT: counts by kind and mean score."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         memory = ShortTermMemory(redis, settings, check_agent_id(args.agent_id))
         summary = await memory.summarize(args.symbol, args.lookback)
         if args.json:
@@ -198,7 +199,7 @@ def _decision_row(d: DecisionRecord) -> dict[str, Any]:
 async def cmd_decisions(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus decisions AGENT: an agent's decisions, newest first."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         success = True if args.success else False if args.failure else None
         async with _archive(settings) as archive:
             found = await DecisionLog(redis, settings, archive=archive).query(
@@ -217,7 +218,7 @@ async def cmd_decisions(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_decision_show(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus decision show ID: a decision, its outcome, what triggered it and what it caused."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         bus = Bus(redis, settings)
 
         async def signal_view(signal_id: str) -> dict[str, Any]:
@@ -262,7 +263,7 @@ async def cmd_decision_outcome(args: argparse.Namespace, settings: Settings) -> 
 
     metrics = parse_json_object(args.metrics, "--metrics") if args.metrics else {}
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         async with _archive(settings) as archive:  # an archived decision's outcome is queued
             outcome = await DecisionLog(redis, settings, archive=archive).log_outcome(
                 args.decision_id, success=args.success, quality_score=args.quality,

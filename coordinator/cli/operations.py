@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
 
+    from hivebus.infra.redis_errors import Redis
+
 
 async def cmd_coordinator(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus coordinator: lead or stand by until SIGTERM/SIGINT (or one pass with --once)."""
@@ -65,7 +67,7 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     from hivebus.domain.keys import Keys
     from hivebus.service.set_aside import SetAside
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         aside = SetAside(redis, Keys(settings.namespace))
         if args.aside_command == "clear":
             if not args.ids and not args.all:
@@ -85,13 +87,15 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
     from hivebus.domain.keys import Keys
+    from hivebus.infra.redis_errors import text_or_none
     from hivebus.store import is_postgres, open_store, store_exists, store_label
 
     with redis_endpoint(settings) as url:
         async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
             keys = Keys(settings.namespace)
             server, memory = await redis.info("server"), await redis.info("memory")
-            holder, epoch = await redis.get(keys.lease()), await redis.get(keys.epoch())
+            holder = text_or_none(await redis.get(keys.lease()))
+            epoch = text_or_none(await redis.get(keys.epoch()))
             registry = Registry(redis, settings)
             agents = await registry.list_agents()
     store: dict[str, Any] = {"engine": "postgresql" if is_postgres(settings) else "sqlite",
@@ -110,7 +114,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                   "maxmemory": int(memory.get("maxmemory", 0)),
                   "maxmemory_policy": memory.get("maxmemory_policy")},
         "namespace": settings.namespace,
-        "coordinator": {"leader": holder, "epoch": int(epoch) if str(epoch or "").isdigit() else None},
+        "coordinator": {"leader": holder, "epoch": int(epoch) if epoch and epoch.isdigit() else None},
         "store": store,
         "agents": {"registered": len(agents), "alive": sum(1 for a in agents if a.alive)},
     }
@@ -135,7 +139,7 @@ async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
 
     agent_ids = [check_agent_id(a) for a in args.agent_ids]
     if not agent_ids:
-        async def body(redis: Any) -> int:
+        async def body(redis: Redis) -> int:
             registry = Registry(redis, settings)
             agent_ids.extend(a.agent_id for a in await registry.list_agents())
             name_skipped(registry)

@@ -22,6 +22,7 @@ from hivebus.domain.models import Signal, SignalStatus, parse_json_object, parse
 if TYPE_CHECKING:
     import argparse
 
+    from hivebus.infra.redis_errors import Redis
     from hivebus.settings import Settings
 
 CLI_SOURCE = "cli"
@@ -46,7 +47,7 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         correlation_id=args.correlation_id,
     )
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         if args.source == CLI_SOURCE:  # replies to the CLI wait in its inbox, not dead letters
             await Registry(redis, settings).register_publisher(CLI_SOURCE)
         delivered = await Bus(redis, settings).publish(
@@ -66,7 +67,7 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus signals: recent signals, newest first."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         rows = await Bus(redis, settings).recent(args.limit)
         shaped = [signal_log_json(r) for r in rows]  # a subset of `signal show --json`
         if args.json:
@@ -84,7 +85,7 @@ async def cmd_signals(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_signal_show(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus signal show ID: one signal and its status per target."""
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         report = await Bus(redis, settings).report(args.signal_id)
         if args.json:
             print_json(signal_json(report.signal, report.targets))
@@ -112,7 +113,7 @@ async def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     """hivebus dlq list|show|replay|purge AGENT …: an agent's dead letters."""
     from hivebus.bus.dlq import DeadLetters
 
-    async def body(redis: Any) -> int:
+    async def body(redis: Redis) -> int:
         letters = DeadLetters(redis, settings)
         action = args.dlq_command
         if action == "list":

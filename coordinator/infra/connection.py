@@ -18,7 +18,7 @@ from redis import exceptions as redis_errors
 
 from hivebus.domain.errors import RedisUnavailable
 from hivebus.infra import managed_redis
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, SyncRedis, translate_redis_errors
 from hivebus.settings import Settings, redact_url
 
 
@@ -89,7 +89,8 @@ def open_client(url: str, *, client_name: str | None = None, settings: Settings 
     return _with_hiredis_packing(client)
 
 
-def open_sync_client(url: str, *, client_name: str | None = None, settings: Settings | None = None) -> Any:
+def open_sync_client(url: str, *, client_name: str | None = None,
+                     settings: Settings | None = None) -> SyncRedis:
     """A synchronous client configured like :func:`open_client`, for a thread of its own."""
     import redis as sync_redis
 

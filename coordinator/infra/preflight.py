@@ -15,7 +15,7 @@ from __future__ import annotations
 from hivebus.domain.errors import UnsafeRedis
 from hivebus.domain.keys import LAYOUT_VERSION, Keys
 from hivebus.infra.logs import get_logger
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, one_member, text_or_none, translate_redis_errors
 from hivebus.settings import Settings
 
 
@@ -46,7 +46,7 @@ async def check_layout(redis: Redis, settings: Settings) -> None:
     """Mark a namespace with this layout unless it holds data of another; refuse that data."""
     keys = Keys(settings.namespace)
     async with translate_redis_errors():
-        found = await redis.get(keys.layout())
+        found = text_or_none(await redis.get(keys.layout()))
         if found is None and not await _holds_old_layout(redis, keys):
             await redis.set(keys.layout(), LAYOUT_VERSION, nx=True)
             return
@@ -61,7 +61,7 @@ async def check_layout(redis: Redis, settings: Settings) -> None:
 
 async def _holds_old_layout(redis: Redis, keys: Keys) -> bool:
     """Whether a registered agent has keys named as hivebus 0.1 named them (O(1): one member)."""
-    member = await redis.srandmember(keys.agents())
+    member = one_member(await redis.srandmember(keys.agents()))
     if not member:
         return False
     return bool(await redis.exists(f"{keys.prefix}agent:{member}", f"{keys.prefix}stream:{member}"))

@@ -26,7 +26,15 @@ from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
 from hivebus.domain.models import describe_validation_error
 from hivebus.infra.lua import LOG_OUTCOME
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import (
+    Redis,
+    hash_fields,
+    range_members,
+    text_map,
+    text_set,
+    texts_or_none,
+    translate_redis_errors,
+)
 from hivebus.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,7 +107,7 @@ class DecisionLog:
             if decision_id and await self.redis.exists(self.keys.decision(decision_id)):
                 return decision_id
             pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(self.keys.decision(record.decision_id), mapping=record.to_fields())
+            pipe.hset(self.keys.decision(record.decision_id), mapping=hash_fields(record.to_fields()))
             entry = {record.decision_id: record.timestamp}
             for of_type in (None, decision_type):
                 pipe.zadd(self.keys.decision_index(agent_id, of_type), entry)
@@ -130,7 +138,8 @@ class DecisionLog:
         except ValidationError as exc:
             raise InvalidInput(describe_validation_error(exc)) from None
         async with translate_redis_errors():
-            agent_id, decision_type = await self.redis.hmget(key, ["agent_id", "decision_type"])
+            found = await self.redis.hmget(key, ["agent_id", "decision_type"])
+            agent_id, decision_type = texts_or_none(found)
             if agent_id is None:
                 if self.archive is None and not queue_unknown:
                     raise NotFound(f"no decision {decision_id} in Redis (and no archive here to look in)")
@@ -175,7 +184,7 @@ class DecisionLog:
     async def get(self, decision_id: str) -> DecisionRecord:
         """One decision. Raises NotFound, InvalidId."""
         async with translate_redis_errors():
-            fields = await self.redis.hgetall(self.keys.decision(decision_id))
+            fields = text_map(await self.redis.hgetall(self.keys.decision(decision_id)))
         if fields:
             record = _readable(fields)
             if record is None:
@@ -195,7 +204,7 @@ class DecisionLog:
     async def caused_signals(self, decision_id: str) -> list[str]:
         """Ids of the signals a decision caused, oldest first."""
         async with translate_redis_errors():
-            caused = sorted(await self.redis.smembers(self.keys.decision_signals(decision_id)))
+            caused = sorted(text_set(await self.redis.smembers(self.keys.decision_signals(decision_id))))
         if not caused and self.archive is not None:
             archived = await self.archive.archived_decision(decision_id)
             caused = archived[1] if archived else []
@@ -222,7 +231,7 @@ class DecisionLog:
         while len(found) < limit:
             page = min(QUERY_PAGE, limit - len(found))
             async with translate_redis_errors():
-                ids = await self.redis.zrevrangebyscore(index, hi, lo, start=offset, num=page)
+                ids = range_members(await self.redis.zrevrangebyscore(index, hi, lo, start=offset, num=page))
                 pipe = self.redis.pipeline(transaction=False)
                 for decision_id in ids:
                     pipe.hgetall(self.keys.decision(decision_id))

@@ -22,7 +22,7 @@ from hivebus.domain.errors import InvalidInput
 from hivebus.domain.keys import Keys, check_signal_type
 from hivebus.domain.scoring import words
 from hivebus.infra.lua import RECORD
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, stream_entries, texts, translate_redis_errors
 from hivebus.settings import Settings
 
 PAGE = 200
@@ -104,11 +104,11 @@ class EpisodicLog:
         lo = f"{int(since * 1000)}" if since is not None else "-"
         while True:
             async with translate_redis_errors():
-                entries = await self.redis.xrevrange(stream, hi, lo, count=PAGE)
-            yield [(str(i), f) for i, f in entries]
-            if len(entries) < PAGE:
+                page = stream_entries(await self.redis.xrevrange(stream, hi, lo, count=PAGE))
+            yield [(str(i), f) for i, f in page]
+            if len(page) < PAGE:
                 return
-            hi = "(" + entries[-1][0]  # the next page starts below the last entry read
+            hi = "(" + page[-1][0]  # the next page starts below the last entry read
 
     async def _by_word(self, agent_id: str, wanted: set[str], since: float | None,
                        until: float | None) -> AsyncIterator[list[tuple[str, dict[str, str]]]]:
@@ -140,8 +140,8 @@ class EpisodicLog:
         top = f"[{word}{SEPARATOR}{high}"
         while True:
             async with translate_redis_errors():
-                members = await self.redis.zrevrangebylex(index, top, f"[{word}{SEPARATOR}{low}",
-                                                          start=0, num=PAGE)
+                members = texts(await self.redis.zrevrangebylex(index, top, f"[{word}{SEPARATOR}{low}",
+                                                                start=0, num=PAGE))
             for member in members:
                 yield _entry_id(member)
             if len(members) < PAGE:

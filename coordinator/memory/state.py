@@ -21,7 +21,7 @@ from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import describe_validation_error
 from hivebus.infra.lua import ROLLBACK, SAVE, SNAPSHOT
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, text_map, texts, translate_redis_errors
 from hivebus.settings import Settings
 
 CONFIG_HISTORY_LIMIT = 1000
@@ -111,7 +111,7 @@ class StateStore:
     async def load(self, agent_id: str) -> AgentState | None:
         """The CURRENT state of ``agent_id``, or None if it never saved one."""
         async with translate_redis_errors():
-            fields = await self.redis.hgetall(self.keys.state(agent_id))
+            fields = text_map(await self.redis.hgetall(self.keys.state(agent_id)))
         if not fields:
             return None
         try:
@@ -172,7 +172,7 @@ class StateStore:
     async def history(self, agent_id: str) -> list[dict[str, Any]]:
         """The kept snapshots, newest first, each with its decoded state."""
         async with translate_redis_errors():
-            raw = await self.redis.lrange(self.keys.snapshots(agent_id), 0, -1)
+            raw = texts(await self.redis.lrange(self.keys.snapshots(agent_id), 0, -1))
         return _readable(raw, ("snapshot_id", "state_type", "created_at", "state"))
 
     async def rollback(self, agent_id: str, snapshot_id: str) -> AgentState:
@@ -204,7 +204,7 @@ class StateStore:
     async def config_history(self, agent_id: str) -> list[dict[str, Any]]:
         """Configuration changes, newest first: from, to, reason, at, version."""
         async with translate_redis_errors():
-            raw = await self.redis.lrange(self.keys.config_history(agent_id), 0, -1)
+            raw = texts(await self.redis.lrange(self.keys.config_history(agent_id), 0, -1))
         return _readable(raw, ("from", "to", "reason", "at", "version"))
 
 

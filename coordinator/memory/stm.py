@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.domain.models import describe_validation_error
 from hivebus.domain.scoring import relevance, words
 from hivebus.infra.lua import REMEMBER
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, range_members, translate_redis_errors
 from hivebus.memory.stm_index import (
     MAX_QUERY_WORDS,
     PURGE_BATCH,
@@ -176,10 +176,11 @@ class ShortTermMemory:
         for scope in scopes:
             ranked, timed = scope.index_keys(kind, symbol, item_words)
             keys = [scope.item(item.item_id), scope.times, scope.expiry, scope.terms, *ranked, *timed]
-            args = [item.item_id, repr(item.timestamp), repr(rank), repr(item.timestamp + ttl),
-                    int(ttl * 1000), len(ranked),
-                    Terms(kind, symbol, item.timestamp, item.timestamp + ttl, frozenset(item_words)).encode(),
-                    repr(self.clock()), *flat]
+            args: list[str | int] = [
+                item.item_id, repr(item.timestamp), repr(rank), repr(item.timestamp + ttl),
+                int(ttl * 1000), len(ranked),
+                Terms(kind, symbol, item.timestamp, item.timestamp + ttl, frozenset(item_words)).encode(),
+                repr(self.clock()), *flat]
             async with translate_redis_errors():
                 expired = int(await self._remember(keys=keys, args=args))
             if expired >= PURGE_WHEN:
@@ -197,13 +198,14 @@ class ShortTermMemory:
                     found.setdefault(scope.item(item_id), (item_id, fields))
         return _build(found.values())
 
-    async def _pages(self, scope: Scope, index: str, since: float) -> Any:
+    async def _pages(self, scope: Scope, index: str, since: float) -> AsyncIterator[list[Row]]:
         """The live rows of ``index`` (a time index) from ``since`` on, oldest first, a page per
         round trip; entries whose item expired are purged from the indexes as they are met."""
         start = 0
         while True:
             async with translate_redis_errors():
-                ids = await self.redis.zrangebyscore(index, since, "+inf", start=start, num=PAGE)
+                ids = range_members(await self.redis.zrangebyscore(index, since, "+inf", start=start,
+                                                                   num=PAGE))
             if not ids:
                 return
             rows = await self._fetch(scope, ids, index)
@@ -371,7 +373,8 @@ class ShortTermMemory:
             start, found = 0, 0
             while found < n:
                 async with translate_redis_errors():
-                    ids = await self.redis.zrevrangebyscore(index, "+inf", since, start=start, num=n)
+                    ids = range_members(await self.redis.zrevrangebyscore(index, "+inf", since,
+                                                                          start=start, num=n))
                 if not ids:
                     break
                 rows = await self._fetch(scope, ids, index)
@@ -411,8 +414,8 @@ class ShortTermMemory:
         removed = 0
         while True:
             async with translate_redis_errors():
-                ids = await self.redis.zrangebyscore(self.own.ranks, "-inf", f"({threshold!r}",
-                                                     start=0, num=PAGE)
+                ids = range_members(await self.redis.zrangebyscore(self.own.ranks, "-inf", f"({threshold!r}",
+                                                                   start=0, num=PAGE))
             if not ids:
                 return removed
             rows = await self._fetch(self.own, ids, self.own.ranks)
@@ -429,8 +432,8 @@ class ShortTermMemory:
         purged = 0
         while True:
             async with translate_redis_errors():
-                ids = await self.redis.zrangebyscore(scope.expiry, "-inf", self.clock(), start=0,
-                                                     num=PURGE_BATCH)
+                ids = range_members(await self.redis.zrangebyscore(scope.expiry, "-inf", self.clock(),
+                                                                   start=0, num=PURGE_BATCH))
             if not ids:
                 return purged
             await self.purge(scope, ids)

@@ -28,7 +28,7 @@ from hivebus.domain.keys import Keys, check_agent_id, check_item_id
 from hivebus.domain.learning import Thresholds, credits_for
 from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import DELETE_ARCHIVED
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, hash_page, range_members, text_set, translate_redis_errors
 from hivebus.memory.decisions import indexed_type
 from hivebus.service.retention import Retention
 from hivebus.service.set_aside import SetAside
@@ -111,7 +111,7 @@ class Consolidator:
             total = int(await self.redis.zcard(queue))
         while True:
             async with translate_redis_errors():
-                read = await self.redis.zrange(queue, 0, BATCH - 1)
+                read = range_members(await self.redis.zrange(queue, 0, BATCH - 1))
             if not read:
                 return
             ids = await self.set_aside.valid(queue, read, check_item_id, "a decision id", scores=True)
@@ -151,7 +151,7 @@ class Consolidator:
         cursor = 0
         while True:
             async with translate_redis_errors():
-                cursor, found = await self.redis.hscan(key, cursor, count=BATCH)
+                cursor, found = hash_page(await self.redis.hscan(key, cursor, count=BATCH))
             for decision_id, text in found.items():
                 result.outcomes_seen += 1
                 result.counted += await self._late(epoch, key, str(decision_id), str(text))
@@ -219,7 +219,7 @@ class Consolidator:
         """Move decisions older than the STM window from Redis into the store."""
         cutoff = now_s() - self.settings.stm_window_s
         async with translate_redis_errors():
-            members = sorted(await self.redis.smembers(self.keys.decision_agents()))
+            members = sorted(text_set(await self.redis.smembers(self.keys.decision_agents())))
         agents = await self.set_aside.valid(self.keys.decision_agents(), members, check_agent_id,
                                             "an agent id")
         async with translate_redis_errors():
@@ -231,7 +231,8 @@ class Consolidator:
             index = self.keys.decisions(agent_id)
             while True:
                 async with translate_redis_errors():
-                    read = await self.redis.zrangebyscore(index, "-inf", cutoff, start=0, num=BATCH)
+                    read = range_members(await self.redis.zrangebyscore(index, "-inf", cutoff, start=0,
+                                                                        num=BATCH))
                 if not read:
                     break
                 ids = await self.set_aside.valid(index, read, check_item_id, "a decision id", scores=True)

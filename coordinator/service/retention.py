@@ -24,7 +24,7 @@ from hivebus.domain.errors import RedisUnavailable
 from hivebus.domain.keys import Keys, check_agent_id
 from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import EXPIRE
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, text_set, translate_redis_errors
 from hivebus.memory.stm import ShortTermMemory
 from hivebus.service.set_aside import SetAside
 from hivebus.settings import Settings
@@ -58,7 +58,7 @@ class Retention:
         result = RetentionResult()
         cutoff_ms = int((now_s() - self.settings.signal_ttl_s) * 1000)
         async with translate_redis_errors():
-            members = sorted(await self.redis.smembers(self.keys.agents()))
+            members = sorted(text_set(await self.redis.smembers(self.keys.agents())))
         agents = await SetAside(self.redis, self.keys).valid(self.keys.agents(), members, check_agent_id,
                                                              "an agent id")
         async with translate_redis_errors():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
 
@@ -20,7 +20,10 @@ from hivebus.domain.errors import InvalidId
 from hivebus.domain.ids import printable
 from hivebus.domain.keys import Keys
 from hivebus.infra.logs import get_logger
-from hivebus.infra.redis_errors import Redis, translate_redis_errors
+from hivebus.infra.redis_errors import Redis, stream_entries, translate_redis_errors
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 MAXLEN = 10_000
 
@@ -51,8 +54,8 @@ class SetAside:
             else:
                 pipe.srem(key, *members)
             for n, member in enumerate(members):
-                record = {"key": key, "member": shown(member), "reason": reason,
-                          "at": f"{time.time():.3f}"}
+                record: dict[FieldT, EncodableT] = {"key": key, "member": shown(member), "reason": reason,
+                                                    "at": f"{time.time():.3f}"}
                 if scores and found[n] is not None:
                     record["score"] = repr(found[n])
                 pipe.xadd(self.key, record, maxlen=MAXLEN, approximate=True)
@@ -108,9 +111,9 @@ class SetAside:
     async def list(self, limit: int = 100) -> list[dict[str, str]]:
         """The records, newest first."""
         async with translate_redis_errors():
-            entries = await self.redis.xrevrange(self.key, count=limit)
+            found = stream_entries(await self.redis.xrevrange(self.key, count=limit))
         return [{"id": str(entry_id), **{str(k): shown(v) for k, v in fields.items()}}
-                for entry_id, fields in entries]
+                for entry_id, fields in found]
 
     async def clear(self, ids: Sequence[str] = (), *, everything: bool = False) -> int:
         """Remove records (all with ``everything``); return how many."""
