@@ -1,6 +1,6 @@
 """The agent registry: who is registered, which replicas run, and who is alive.
 
-An agent id is registered once (``hive:agents``, ``hive:agent:<id>``); each running
+An agent id is registered once (``hive:agents:{~registry}``, ``hive:agent:{<id>}``); each running
 process of it is an *instance* with a heartbeat key that expires unless refreshed.
 Liveness is read from the heartbeat keys, so a SIGKILLed process is seen dead as
 soon as its heartbeat TTL runs out; the coordinator then removes the dead instance

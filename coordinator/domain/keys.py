@@ -9,6 +9,7 @@ input can forge a key (``*``, ``:``, ``{``, spaces and the like are refused).
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 from hivebus.domain.errors import InvalidId
@@ -65,19 +66,39 @@ def check_instance_id(instance_id: str) -> str:
     return instance_id
 
 
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 
 # Kinds of key hivebus writes: an effect (``ctx.effect``) may not write any of them.
 INTERNAL_KINDS = frozenset({
     "agents", "agent", "hb", "subs", "inbox", "pending", "done", "status", "retry", "dlq", "signal",
-    "signals", "state", "stm", "shared", "decision", "decisions", "outcomes", "decision-agents",
-    "coordinator", "events", "layout", "stream", "late-outcomes", "set-aside",
+    "signals", "published", "state", "stm", "shared", "decision", "decisions", "decision-at",
+    "outcomes", "decision-agents", "coordinator", "fence", "events", "layout", "stream",
+    "late-outcomes", "set-aside",
 })
+
+# Slot groups of a Redis Cluster (see the README's key table). A tag that starts with ``~`` can
+# never be an agent's (agent ids start with a letter or digit), so none shares an agent's name.
+REGISTRY_TAG = "{~registry}"  # the agents set, subscriber sets, the agents that logged decisions
+LEASE_TAG = "{~lease}"  # the coordinator's lease and fencing epoch, changed together
+SIGNAL_SHARDS = 16  # the signal log, signal records and published counters, spread by signal id
 
 
 def tag(agent_id: str) -> str:
     """The hash tag of an agent: every key of its own carries it, so they share one cluster slot."""
     return "{" + check_agent_id(agent_id) + "}"
+
+
+def signal_shard(signal_id: str) -> int:
+    """The shard of a signal's record and log entry: CRC-32 of its id modulo 16 (clients in other
+    languages compute the same: zlib's crc32 of the id's ASCII bytes)."""
+    return zlib.crc32(check_signal_id(signal_id).encode()) % SIGNAL_SHARDS
+
+
+def shard_tag(shard: int) -> str:
+    """The hash tag of one signal shard: ``{~s00}`` … ``{~s15}``."""
+    if not 0 <= shard < SIGNAL_SHARDS:
+        raise ValueError(f"no signal shard {shard}")
+    return f"{{~s{shard:02d}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +129,8 @@ class Keys:
 
     # --- registry -------------------------------------------------------------
     def agents(self) -> str:
-        """SET of every agent id that has ever registered."""
-        return f"{self.namespace}:agents"
+        """SET of every agent id that has ever registered (the registry's slot)."""
+        return f"{self.namespace}:agents:{REGISTRY_TAG}"
 
     def agent(self, agent_id: str) -> str:
         """HASH describing one agent: type, subscriptions, status, counters."""
@@ -124,8 +145,9 @@ class Keys:
         return f"{self.namespace}:hb:{tag(agent_id)}:{check_instance_id(instance_id)}"
 
     def subscribers(self, signal_type: str) -> str:
-        """SET of agent ids subscribed to a signal type (receivers of untargeted signals)."""
-        return f"{self.namespace}:subs:{check_signal_type(signal_type)}"
+        """SET of agent ids subscribed to a signal type (receivers of untargeted signals; the
+        registry's slot)."""
+        return f"{self.namespace}:subs:{REGISTRY_TAG}:{check_signal_type(signal_type)}"
 
     # --- bus --------------------------------------------------------------------
     def inbox(self, agent_id: str) -> str:
@@ -232,16 +254,18 @@ class Keys:
         return f"{self.namespace}:late-outcomes"
 
     def decision_agents(self) -> str:
-        """SET of agent ids that have logged decisions (the coordinator's archival walks it)."""
-        return f"{self.namespace}:decision-agents"
+        """SET of agent ids that have logged decisions (the coordinator's archival walks it; the
+        registry's slot)."""
+        return f"{self.namespace}:decision-agents:{REGISTRY_TAG}"
 
     def lease(self) -> str:
-        """STRING ``<instance>|<epoch>`` with a TTL: the coordinator that leads now."""
-        return f"{self.namespace}:coordinator:lease"
+        """STRING ``<instance>|<epoch>`` with a TTL: the coordinator that leads now (one slot with
+        the epoch)."""
+        return f"{self.namespace}:coordinator:{LEASE_TAG}:lease"
 
     def epoch(self) -> str:
         """STRING counter: the fencing epoch, bumped each time leadership changes hands."""
-        return f"{self.namespace}:coordinator:epoch"
+        return f"{self.namespace}:coordinator:{LEASE_TAG}:epoch"
 
     def events(self, agent_id: str, event_type: str | None = None) -> str:
         """STREAM of an agent's episodic events (type, payload); of one type when given (the

@@ -40,15 +40,15 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) 
     ns, me = keys.namespace, tag(agent_id)
     own = [f"{ns}:{kind}:{me}" for kind in OWN_KINDS]
     patterns = [p for key in own for p in (key, f"{key}:*")]
-    patterns += [f"{ns}:agents", f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
-                 f"{ns}:shared:*", f"{ns}:decision:*", f"{ns}:decision-agents", f"{ns}:outcomes",
+    patterns += [keys.agents(), f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
+                 f"{ns}:shared:*", f"{ns}:decision:*", keys.decision_agents(), f"{ns}:outcomes",
                  f"{ns}:late-outcomes", f"{ns}:layout"]
     # Publishing: the publish script declares each target's inbox, pending record and ledger
     # among its keys. One selector lets EVAL/EVALSHA name them; inside the script every command
     # is checked again, and these selectors pair each command with the keys it may touch:
     # XADD to inboxes, HSET/HEXISTS/HLEN of pending records, ZSCORE (read only) of ledgers.
     publish_keys = [f"{ns}:inbox:*", f"{ns}:pending:*", f"{ns}:done:*", f"{ns}:signal:*",
-                    f"{ns}:signals", f"{ns}:subs:*", f"{ns}:agents", f"{ns}:agent:{me}"]
+                    f"{ns}:signals", f"{ns}:subs:*", keys.agents(), f"{ns}:agent:{me}"]
     selectors = [
         "(" + " ".join([*(f"~{k}" for k in publish_keys), "+evalsha", "+eval"]) + ")",
         f"(~{ns}:inbox:* +xadd +xlen +type)",

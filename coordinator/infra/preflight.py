@@ -61,7 +61,7 @@ async def check_layout(redis: Redis, settings: Settings) -> None:
 
 async def _holds_old_layout(redis: Redis, keys: Keys) -> bool:
     """Whether a registered agent has keys named as hivebus 0.1 named them (O(1): one member)."""
-    member = one_member(await redis.srandmember(keys.agents()))
+    member = one_member(await redis.srandmember(f"{keys.prefix}agents"))  # 0.1's registry, untagged
     if not member:
         return False
     return bool(await redis.exists(f"{keys.prefix}agent:{member}", f"{keys.prefix}stream:{member}"))

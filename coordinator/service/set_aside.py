@@ -1,6 +1,6 @@
 """Records the coordinator cannot process, set aside with the reason, so its passes go on.
 
-A member edited by hand into something that is not an id (``SADD hive:agents "bad id!"``,
+A member edited by hand into something that is not an id (``SADD hive:agents:{~registry} "bad id!"``,
 ``ZADD hive:outcomes 0 not-a-decision-id``) is removed from its set and a key holding the
 wrong type (a decision hash that is a string) is renamed to ``<key>:set-aside:<ms>``; each is
 recorded in the stream ``hive:set-aside`` (``key member reason at [moved_to] [score]``, the

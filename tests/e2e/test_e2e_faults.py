@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 
-from hivebus.domain.keys import Keys
+from hivebus.domain.keys import LAYOUT_VERSION, Keys
 from hivebus.domain.models import Signal
 from tests.conftest import (
     REAL_SERVERS,
@@ -394,12 +394,12 @@ def test_old_key_layout_is_refused_until_reset(procs_each: Processes, each_serve
     `agent run`) exit 1 with one line naming 'hivebus reset --yes'; after it, `agents` works."""
     procs, raw = procs_each, client(each_server.url)
     keys = Keys(namespace)
-    raw.sadd(keys.agents(), "x")
+    raw.sadd(f"{keys.prefix}agents", "x")  # the registry as hivebus 0.1 named it
     raw.xadd(f"{keys.prefix}stream:x", {"id": "old", "type": "PING"})
     for refused in run_together(procs.env, [("agents",), ("agent", "run", COUNTER, "--id", "x")]):
         assert "'hivebus reset --yes'" in one_line_error(refused)
     assert raw.get(keys.layout()) is None and raw.exists(f"{keys.prefix}stream:x")
     assert "removed" in procs.cli("reset", "--yes").stdout
     assert procs.cli_json("agents") == []
-    assert raw.get(keys.layout()) == "2" and not raw.exists(f"{keys.prefix}stream:x")
+    assert raw.get(keys.layout()) == LAYOUT_VERSION and not raw.exists(f"{keys.prefix}stream:x")
     raw.close()

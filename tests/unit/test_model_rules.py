@@ -240,11 +240,11 @@ def test_id_check_messages(check: Any, value: Any, message: str) -> None:
 
 KEY_NAMES: list[tuple[str, tuple[Any, ...], str]] = [
     ("layout", (), "ns:layout"),
-    ("agents", (), "ns:agents"),
+    ("agents", (), "ns:agents:{~registry}"),
     ("agent", ("a-1",), "ns:agent:{a-1}"),
     ("instances", ("a-1",), "ns:agent:{a-1}:instances"),
     ("heartbeat", ("a-1", "h-7"), "ns:hb:{a-1}:h-7"),
-    ("subscribers", ("PING",), "ns:subs:PING"),
+    ("subscribers", ("PING",), "ns:subs:{~registry}:PING"),
     ("inbox", ("a-1",), "ns:inbox:{a-1}"),
     ("pending", ("a-1",), "ns:pending:{a-1}"),
     ("done", ("a-1",), "ns:done:{a-1}"),
@@ -271,9 +271,9 @@ KEY_NAMES: list[tuple[str, tuple[Any, ...], str]] = [
     ("decision_index", ("a-1", None, "pending"), "ns:decisions:{a-1}:pending"),
     ("outcomes", (), "ns:outcomes"),
     ("late_outcomes", (), "ns:late-outcomes"),
-    ("decision_agents", (), "ns:decision-agents"),
-    ("lease", (), "ns:coordinator:lease"),
-    ("epoch", (), "ns:coordinator:epoch"),
+    ("decision_agents", (), "ns:decision-agents:{~registry}"),
+    ("lease", (), "ns:coordinator:{~lease}:lease"),
+    ("epoch", (), "ns:coordinator:{~lease}:epoch"),
     ("events", ("a-1",), "ns:events:{a-1}"),
     ("events", ("a-1", "FILL"), "ns:events:{a-1}:type:FILL"),
 ]
@@ -298,13 +298,13 @@ def test_keys_check_their_ids(method: str, args: tuple[Any, ...]) -> None:
 
 
 def test_keys_defaults_and_values() -> None:
-    """The default namespace is 'hive'; Keys is an immutable value; the layout is version 2."""
+    """The default namespace is 'hive'; Keys is an immutable value; the layout is version 3."""
     keys = Keys()
-    assert (keys.namespace, keys.prefix, keys.agents()) == ("hive", "hive:", "hive:agents")
+    assert (keys.namespace, keys.prefix, keys.agents()) == ("hive", "hive:", "hive:agents:{~registry}")
     assert Keys("ns") == Keys("ns") and hash(Keys("ns")) == hash(Keys("ns"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         keys.namespace = "other"  # type: ignore[misc]
-    assert LAYOUT_VERSION == "2"
+    assert LAYOUT_VERSION == "3"
     assert tag("a-1") == "{a-1}"
 
 
