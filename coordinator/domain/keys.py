@@ -184,6 +184,10 @@ class Keys:
         """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
         return f"{self.namespace}:signals"
 
+    def signal_logs(self) -> list[str]:
+        """Every stream of the signal log (what trimming and checking walk)."""
+        return [self.signal_log()]
+
     def effect_key(self, agent_id: str, name: str) -> str:
         """A key of the agent's own for handler effects (``ctx.key``): in the agent's slot."""
         if not name or len(name) > 200 or not name.isprintable():

@@ -134,7 +134,7 @@ class Consolidator:
         hand), so the pass goes on with a fresh one instead of failing on every tick."""
         expected = {self.keys.outcomes(): "zset", self.keys.late_outcomes(): "hash",
                     self.keys.agents(): "set", self.keys.decision_agents(): "set",
-                    self.keys.signal_log(): "stream"}
+                    **dict.fromkeys(self.keys.signal_logs(), "stream")}
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for key in expected:

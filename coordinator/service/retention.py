@@ -69,8 +69,8 @@ class Retention:
                     if "BAD_KEY" not in str(exc) and "NOGROUP" not in str(exc):
                         raise
                     get_logger().warning("retention skipped an inbox", agent_id=agent_id, error=str(exc))
-            log = self.keys.signal_log()
-            result.trimmed += int(await self.redis.xtrim(log, minid=cutoff_ms, approximate=False))
+            for log in self.keys.signal_logs():
+                result.trimmed += int(await self.redis.xtrim(log, minid=cutoff_ms, approximate=False))
         await self._remove_dead_agents(result)
         purged: set[str] = set()
         for agent_id in agents:
