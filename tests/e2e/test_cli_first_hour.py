@@ -58,7 +58,7 @@ def test_bad_data_in_redis_is_one_line_or_shown_escaped(
     shown = run(env, tmp_path, "decision", "show", decision_id)
     lines = shown.stderr.strip().splitlines()
     assert shown.returncode != 0 and len(lines) == 1 and "unreadable" in lines[0], shown.stderr
-    client.xadd(keys.signal_log(), {b"id": b"\xff\xfe", b"type": b"X"})
+    client.xadd(keys.signal_log(0), {b"id": b"\xff\xfe", b"type": b"X"})
     listed = run(env, tmp_path, "signals")
     assert listed.returncode == 0 and "\\xff\\xfe" in listed.stdout, listed.stderr
     client.close()
@@ -150,7 +150,7 @@ def test_status_shows_the_redis_the_coordinator_and_the_store(
     before = json.loads(run(env, tmp_path, "status", "--json").stdout)
     assert before["redis"]["url"] == f"redis://:***@127.0.0.1:{port}/0" and not before["redis"]["managed"]
     assert before["redis"]["version"] and before["redis"]["maxmemory_policy"]
-    assert before["store"] == {"path": str(tmp_path / "ltm.sqlite3"), "exists": False}
+    assert before["store"] == {"engine": "sqlite", "path": str(tmp_path / "ltm.sqlite3"), "exists": False}
     assert run(env, tmp_path, "coordinator", "--once").returncode == 0
     after = json.loads(run(env, tmp_path, "status", "--json").stdout)
     assert after["store"]["exists"] and after["store"]["highest_epoch"] >= 1
