@@ -32,7 +32,7 @@ from hivebus.domain.keys import Keys
 from hivebus.domain.models import TERMINAL_STATUSES, Signal
 from hivebus.infra.connection import connected, redis_endpoint
 from hivebus.infra.preflight import check_server, reset_namespace
-from hivebus.infra.redis_errors import Redis, stream_entries
+from hivebus.infra.redis_errors import Redis
 from hivebus.memory.state import StateStore
 from hivebus.settings import Settings, redact_url
 from hivebus.store import is_postgres, open_store
@@ -176,17 +176,16 @@ async def _name_foreign_subscribers(registry: Registry) -> None:
 class Settler:
     """Follows the signal log and says when every signal so far has settled for every target."""
 
-    def __init__(self, bus: Bus, start_entry: str) -> None:
-        self.bus, self.redis, self.keys = bus, bus.redis, bus.keys
-        self.cursor = start_entry
+    def __init__(self, bus: Bus, heads: list[str]) -> None:
+        self.bus = bus
+        self.heads = heads  # where each shard of the signal log was last read
         self.open: dict[str, list[str]] = {}
         self.seen: list[str] = []
 
     async def _follow(self) -> bool:
         """Take in the signals logged since the last look; whether there were any."""
-        entries = stream_entries(await self.redis.xrange(self.keys.signal_log(), min=f"({self.cursor}"))
-        for entry_id, fields in entries:
-            self.cursor = entry_id
+        entries, self.heads = await self.bus.logged_after(self.heads)
+        for _entry_id, fields in entries:
             self.seen.append(fields["id"])
             # the desk's own agents only: an agent someone else started is not waited for
             self.open[fields["id"]] = [t for t in fields.get("to", "").split(",") if t in AGENTS]
@@ -212,7 +211,7 @@ class Settler:
 
 async def _drive(redis: Redis, settings: Settings, desk: Desk, cycles: int, seed: int, speed: float,
                  chaos: bool) -> Report:
-    keys, registry, bus = Keys(settings.namespace), Registry(redis, settings), Bus(redis, settings)
+    registry, bus = Registry(redis, settings), Bus(redis, settings)
 
     async def desk_alive() -> bool:
         agents = {a.agent_id: a for a in await registry.list_agents()}
@@ -221,8 +220,7 @@ async def _drive(redis: Redis, settings: Settings, desk: Desk, cycles: int, seed
     await _poll(desk_alive, STARTUP_TIMEOUT_S, "the agents to register", desk)
     await _name_foreign_subscribers(registry)
     report = await Report.begin(redis, settings, seed, cycles)
-    last = stream_entries(await redis.xrevrange(keys.signal_log(), count=1))
-    settler = Settler(bus, last[0][0] if last else "0-0")
+    settler = Settler(bus, await bus.log_heads())
     market = MarketSimulator(seed)
     for _ in range(report.start_cycle):  # a continued desk continues the same market
         market.tick()

@@ -20,15 +20,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as redis_errors
+from redis.crc import key_slot
 
 from hivebus.bus.effects import Effect
 from hivebus.domain.clock import now_s
-from hivebus.domain.errors import BadKey, InboxFull, InvalidInput, NotFound, RedisUnavailable, UnknownAgent
+from hivebus.domain.errors import (
+    BadKey,
+    InboxFull,
+    InvalidInput,
+    NotFound,
+    PublishIncomplete,
+    RedisUnavailable,
+    UnknownAgent,
+)
 from hivebus.domain.ids import entry_order, printable
-from hivebus.domain.keys import Keys, check_signal_id
+from hivebus.domain.keys import Keys, check_signal_id, signal_shard
 from hivebus.domain.models import Signal, SignalStatus
 from hivebus.infra.lua import PUBLISH, SETTLE
 from hivebus.infra.redis_errors import (
+    Entry,
     Redis,
     stream_entries,
     text_or_none,
@@ -96,6 +106,17 @@ class TargetStatus:
     attempts: int = 0
 
 
+@dataclass
+class _Plan:
+    """A publish batch: each signal's targets and shard, every target and shard it touches."""
+
+    signals: Sequence[Signal]
+    names: list[list[str]] = field(default_factory=list)
+    shard_of: list[int] = field(default_factory=list)
+    targets: dict[str, None] = field(default_factory=dict)  # in first-seen order
+    shards: set[int] = field(default_factory=set)
+
+
 @dataclass(frozen=True, slots=True)
 class SignalReport:
     """A signal with the status of each of its targets."""
@@ -107,9 +128,11 @@ class SignalReport:
 class Bus:
     """Publishes and consumes signals on one Redis, under one namespace."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, per_slot: bool | None = None) -> None:
         self.redis = redis
         self.settings = settings
+        # a publish as one call per cluster slot: on a Redis Cluster (also possible on one Redis)
+        self.per_slot = is_cluster(redis) if per_slot is None else per_slot
         self.keys = Keys(settings.namespace)
         self._publish = redis.register_script(PUBLISH)
         self._settle = redis.register_script(SETTLE)
@@ -140,6 +163,8 @@ class Bus:
 
     async def _run_publish(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
         self._check_lifetimes(signals)
+        if self.per_slot:
+            return await self._run_publish_per_slot(signals, allow_unregistered)
         untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
         attempt = 0
         while True:  # subscribers changed under the client: refresh them and retry (4 times)
@@ -147,7 +172,9 @@ class Bus:
             missing = [t for t in untargeted if t not in self._subscribers]
             if missing:
                 await self._load_subscribers(missing)
-            keys, args = self._publish_call(signals, untargeted, allow_unregistered)
+            plan = self._plan(signals)
+            keys, args = self._publish_call(plan, range(len(signals)), list(plan.targets),
+                                            sorted(plan.shards), untargeted, allow_unregistered, "all")
             async with translate_redis_errors():
                 try:
                     return list(await self._publish(keys=keys, args=args))
@@ -158,6 +185,87 @@ class Bus:
                             self._subscribers.pop(signal_type, None)
                         continue
                     raise publish_error(text) from None
+
+    async def _run_publish_per_slot(self, signals: Sequence[Signal], allow_unregistered: bool) -> list[Any]:
+        """Publish on a Redis Cluster: one script call per slot (a target's keys, a shard's
+        record and log), all in one round trip; when they span several slots, a round trip of
+        checks first, so a refusal (unknown agent, full inbox, bad key) writes nothing.
+        Subscribers are read afresh for every call. A write that fails in one slot after others
+        succeeded raises PublishIncomplete: publishing the same signals again completes them."""
+        untargeted = sorted({s.signal_type for s in signals if not s.target_agents})
+        await self._load_subscribers(untargeted)
+        plan = self._plan(signals)
+        groups: dict[int, tuple[list[str], list[int]]] = {}
+        for target in plan.targets:
+            groups.setdefault(key_slot(self.keys.inbox(target).encode()), ([], []))[0].append(target)
+        for shard in sorted(plan.shards):
+            groups.setdefault(key_slot(self.keys.signal_log(shard).encode()), ([], []))[1].append(shard)
+        calls = []
+        for targets, shards in groups.values():
+            wanted = set(targets)
+            indexes = [n for n, names in enumerate(plan.names)
+                       if wanted.intersection(names) or plan.shard_of[n] in shards]
+            calls.append((indexes, targets, shards))
+        async with translate_redis_errors():
+            await self.redis.script_load(PUBLISH)  # on every primary: the calls below run its sha
+            if len(calls) > 1:
+                checks = await self._publish_round(plan, calls, allow_unregistered, "check")
+                for reply in checks:
+                    if isinstance(reply, Exception):
+                        raise _publish_refusal(reply)
+            results = await self._publish_round(plan, calls, allow_unregistered, "write")
+        replies: list[list[Any]] = [[0] for _ in signals]
+        delivered: set[str] = set()
+        failed: list[tuple[list[str], Exception]] = []
+        for (indexes, targets, _shards), result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):
+                failed.append((targets, result))
+                continue
+            delivered.update(targets)
+            for n, reply in zip(indexes, result, strict=True):
+                replies[n][0] = max(replies[n][0], int(reply[0]))
+                replies[n] += reply[1:]
+        if failed and not delivered and len(failed) == len(calls):
+            raise _publish_refusal(failed[0][1])
+        if failed:
+            lacking = sorted({t for targets, _ in failed for t in targets})
+            raise PublishIncomplete(
+                f"publish incomplete: {', '.join(lacking) or 'the signal record'} did not get "
+                f"{len(signals)} signal(s) ({_publish_refusal(failed[0][1])}); publishing the same "
+                f"signal(s) again completes it and delivers nothing twice")
+        return replies
+
+    async def _publish_round(self, plan: _Plan, calls: list[tuple[list[int], list[str], list[int]]],
+                             allow_unregistered: bool, mode: str) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for indexes, targets, shards in calls:
+            keys, args = self._publish_call(plan, indexes, targets, shards, [], allow_unregistered, mode)
+            pipe.execute_command("EVALSHA", self._publish.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _plan(self, signals: Sequence[Signal]) -> _Plan:
+        """Each signal's targets (its own, or its type's subscribers as last read) and shard."""
+        plan = _Plan(signals)
+        for signal in signals:
+            names = signal.target_agents or self._subscribers[signal.signal_type]
+            plan.names.append(list(names))
+            for target in names:
+                plan.targets.setdefault(target, None)
+            shard = signal_shard(signal.signal_id)
+            plan.shard_of.append(shard)
+            plan.shards.add(shard)
+        return plan
+
+    async def _load_subscribers(self, signal_types: Sequence[str]) -> None:
+        if not signal_types:
+            return
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_type in signal_types:
+                pipe.smembers(self.keys.subscribers(signal_type))
+            found = await pipe.execute()
+        for signal_type, members in zip(signal_types, found, strict=True):
+            self._subscribers[signal_type] = sorted(members)
 
     def _check_lifetimes(self, signals: Sequence[Signal]) -> None:
         """Refuse a signal that would outlive HIVEBUS_SIGNAL_TTL_S: retention expires inbox
@@ -170,38 +278,40 @@ class Bus:
                     f"later than HIVEBUS_SIGNAL_TTL_S ({self.settings.signal_ttl_s} s) allows; give it "
                     f"a shorter ttl or raise HIVEBUS_SIGNAL_TTL_S")
 
-    async def _load_subscribers(self, signal_types: Sequence[str]) -> None:
-        async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for signal_type in signal_types:
-                pipe.smembers(self.keys.subscribers(signal_type))
-            found = await pipe.execute()
-        for signal_type, members in zip(signal_types, found, strict=True):
-            self._subscribers[signal_type] = sorted(members)
-
-    def _publish_call(self, signals: Sequence[Signal], untargeted: list[str],
-                      allow_unregistered: bool) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV of one publish-script call (see coordinator/infra/lua/publish.lua)."""
-        targets: dict[str, int] = {}
-        sources: dict[str, int] = {}
+    def _publish_call(self, plan: _Plan, indexes: Sequence[int], targets: list[str], shards: list[int],
+                      untargeted: list[str], allow_unregistered: bool,
+                      mode: str) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of one publish-script call (see coordinator/infra/lua/publish.lua): the
+        signals ``indexes`` of the plan, delivered to those of ``targets`` they name and
+        recorded when their shard is one of ``shards``."""
+        target_index = {t: i for i, t in enumerate(targets, 1)}
+        shard_index = {s: i for i, s in enumerate(shards, 1)}
+        apart = mode != "all"  # a signal's record may be in another call than its deliveries
         batch = []
-        for signal in signals:
-            explicit = bool(signal.target_agents)
-            names = signal.target_agents if explicit else self._subscribers[signal.signal_type]
-            indexes = [targets.setdefault(t, len(targets) + 1) for t in names]
-            source = sources.setdefault(signal.source_agent, len(sources) + 1)
-            batch.append([self._signal_ttl_ms(signal), indexes, 1 if explicit else 0, source,
-                          self._fields(signal)])
-        keys = [self.keys.signal_log(), self.keys.agents()]
+        records = []
+        for n in indexes:
+            signal = plan.signals[n]
+            shard = shard_index.get(plan.shard_of[n], 0)
+            if shard:
+                records.append(self.keys.signal(signal.signal_id))
+            item: list[Any] = [self._signal_ttl_ms(signal),
+                               [target_index[t] for t in plan.names[n] if t in target_index],
+                               1 if signal.target_agents else 0, shard, self._fields(signal)]
+            if apart:
+                item.append(plan.names[n])
+            batch.append(item)
+        keys = [self.keys.subscribers(t) for t in untargeted]
         for target in targets:
-            keys += [self.keys.inbox(target), self.keys.pending(target), self.keys.done(target)]
-        keys += [self.keys.signal(s.signal_id) for s in signals]
-        keys += [self.keys.subscribers(t) for t in untargeted]
-        keys += [self.keys.agent(source) for source in sources]
-        payload = {"t": list(targets), "s": list(sources), "b": batch,
-                   "y": [[t, self._subscribers[t]] for t in untargeted]}
+            keys += [self.keys.inbox(target), self.keys.pending(target), self.keys.done(target),
+                     self.keys.agent(target)]
+        for shard in shards:
+            keys += [self.keys.signal_log(shard), self.keys.published(shard)]
+        keys += records
+        payload = {"y": [[t, self._subscribers[t]] for t in untargeted], "t": targets,
+                   "s": len(shards), "b": batch}
         args: list[str | int] = [self.settings.inbox_max, self.settings.log_stream_maxlen,
-                                 1 if allow_unregistered else 0, json.dumps(payload, separators=(",", ":"))]
+                                 1 if allow_unregistered else 0, mode,
+                                 json.dumps(payload, separators=(",", ":"))]
         return keys, args
 
     def _fields(self, signal: Signal) -> list[str]:
@@ -349,15 +459,22 @@ class Bus:
             raise NotFound(f"no signal {signal_id} (unknown, or expired after its TTL)")
         to = sorted(record["to"].items())
         pipe = self.redis.pipeline(transaction=False)
-        for agent_id, entry in to:
+        for agent_id, _entry in to:
             pipe.hget(self.keys.pending(agent_id), signal_id)
             pipe.hget(self.keys.status(agent_id), signal_id)
             pipe.zscore(self.keys.done(agent_id), signal_id)
-            pipe.xpending_range(self.keys.inbox(agent_id), agent_id, entry, entry, 1)
         async with translate_redis_errors():
             found = await pipe.execute(raise_on_error=False)
-        targets = [_target_status(agent_id, entry, *found[4 * n:4 * n + 3], pel=found[4 * n + 3])
-                   for n, (agent_id, entry) in enumerate(to)]
+            # a record written apart from its deliveries (a Redis Cluster) names no entry: the
+            # target's pending or status record does, while the signal is unsettled or failed
+            entries = [entry or _entry_of(*found[3 * n:3 * n + 2]) for n, (_, entry) in enumerate(to)]
+            pipe = self.redis.pipeline(transaction=False)
+            for (agent_id, _), entry in zip(to, entries, strict=True):
+                pipe.xpending_range(self.keys.inbox(agent_id), agent_id, entry or "-", entry or "-", 1)
+            pels = await pipe.execute(raise_on_error=False)
+        targets = [_target_status(agent_id, entries[n] or None, *found[3 * n:3 * n + 3],
+                                  pel=pels[n] if entries[n] else None)
+                   for n, (agent_id, _) in enumerate(to)]
         return SignalReport(await self._body(signal_id, record), targets)
 
     async def _body(self, signal_id: str, record: dict[str, Any]) -> Signal:
@@ -392,13 +509,40 @@ class Bus:
                 for n, (_, agent_id) in enumerate(pairs)]
 
     async def recent(self, count: int = 20) -> list[dict[str, str]]:
-        """The last ``count`` published signals from the signal log, newest first."""
+        """The last ``count`` published signals from the signal log, newest first (the newest
+        ``count`` of each shard, merged by signal id, which orders signals by creation time)."""
         async with translate_redis_errors():
-            logged = stream_entries(await self.redis.xrevrange(self.keys.signal_log(), count=count))
+            pipe = self.redis.pipeline(transaction=False)
+            for log in self.keys.signal_logs():
+                pipe.xrevrange(log, count=count)
+            shards = await pipe.execute()
+        logged = sorted((entry for shard in shards for entry in stream_entries(shard)),
+                        key=lambda entry: entry[1].get("id", ""), reverse=True)[:count]
         rows = []
         for entry_id, fields in logged:  # text that is not UTF-8 (written by hand) shown escaped
             rows.append({"entry": entry_id, **{printable(k): printable(v) for k, v in fields.items()}})
         return rows
+
+    async def log_heads(self) -> list[str]:
+        """The last entry id of each shard of the signal log (``0-0`` for an empty shard)."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for log in self.keys.signal_logs():
+                pipe.xrevrange(log, count=1)
+            shards = await pipe.execute()
+        return [last[0][0] if last else "0-0" for last in map(stream_entries, shards)]
+
+    async def logged_after(self, heads: Sequence[str]) -> tuple[list[Entry], list[str]]:
+        """The signal-log entries after ``heads`` (one entry id per shard, as :meth:`log_heads`
+        gives), ordered by signal id, and the new heads."""
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for log, head in zip(self.keys.signal_logs(), heads, strict=True):
+                pipe.xrange(log, min=f"({head}")
+            shards = [stream_entries(reply) for reply in await pipe.execute()]
+        moved = [shard[-1][0] if shard else head for shard, head in zip(shards, heads, strict=True)]
+        entries = sorted((entry for shard in shards for entry in shard), key=lambda e: e[1].get("id", ""))
+        return entries, moved
 
 
 def _record(raw: str | None) -> dict[str, Any] | None:
@@ -416,7 +560,17 @@ def _record(raw: str | None) -> dict[str, Any] | None:
     return record
 
 
-def _target_status(agent_id: str, entry: str, pending: Any, status: Any, done: Any, *,
+def _entry_of(pending: Any, status: Any) -> str:
+    """The inbox entry a target's pending record (``<entry> <attempts> …``) or status record
+    (``<STATE> <entry> …``) names, else ''."""
+    if isinstance(pending, str) and pending:
+        return pending.split(" ", 1)[0]
+    if isinstance(status, str) and len(status.split(" ")) > 1:
+        return status.split(" ")[1]
+    return ""
+
+
+def _target_status(agent_id: str, entry: str | None, pending: Any, status: Any, done: Any, *,
                    pel: Any) -> TargetStatus:
     """One target's status from its pending record, status record, ledger and pending-entries list."""
     deliveries, consumer = 0, None
@@ -484,6 +638,20 @@ def _settled(reply: Any) -> Settled:
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def is_cluster(redis: Redis) -> bool:
+    """Whether ``redis`` is a Redis Cluster client (its calls must name keys of one slot)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
+
+
+def _publish_refusal(reply: Exception) -> Exception:
+    """The hivebus error for a failed publish-script call of a pipeline."""
+    if isinstance(reply, redis_errors.ResponseError):
+        return publish_error(str(reply))
+    return reply
 
 
 def publish_error(text: str) -> Exception:

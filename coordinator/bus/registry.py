@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput, NotFound
-from hivebus.domain.keys import AGENT_ID_RE, Keys, check_agent_id, check_signal_type
+from hivebus.domain.keys import AGENT_ID_RE, SIGNAL_SHARDS, Keys, check_agent_id, check_signal_type
 from hivebus.infra.redis_errors import Redis, text_or_none, text_set, translate_redis_errors
 from hivebus.settings import Settings
 
@@ -201,8 +201,15 @@ class Registry:
                 for instance_id in instances:
                     hb_pipe.get(self.keys.heartbeat(agent_id, instance_id))
                 infos.append((agent_id, fields, instances))
-            beats = iter(await hb_pipe.execute())
-        return [_agent_info(agent_id, fields, instances, beats) for agent_id, fields, instances in infos]
+            if agent_ids:  # published counters: one hash per shard of the signal log, summed
+                for log_shard in range(SIGNAL_SHARDS):
+                    hb_pipe.hmget(self.keys.published(log_shard), agent_ids)
+            replies = await hb_pipe.execute()
+        beats = iter(replies[:len(replies) - (SIGNAL_SHARDS if agent_ids else 0)])
+        published = [sum(int(_number(counts[n])) for counts in replies[len(replies) - SIGNAL_SHARDS:])
+                     for n in range(len(agent_ids))] if agent_ids else []
+        return [_agent_info(agent_id, {**fields, "published": str(count)}, instances, beats)
+                for (agent_id, fields, instances), count in zip(infos, published, strict=True)]
 
     async def reap_dead(self) -> list[tuple[str, Instance]]:
         """Remove instances whose heartbeat expired; mark agents with none left ``dead``.

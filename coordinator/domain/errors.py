@@ -55,6 +55,12 @@ class InboxFull(HivebusError):
     Retryable: a handler that raises it (from ``ctx.publish``) gets its signal retried later."""
 
 
+class PublishIncomplete(HivebusError):
+    """Raised on a Redis Cluster when a publish's writes succeeded in some slots and failed in
+    others (a failover, a race after the checks): the message names the targets that lack the
+    signals. Retryable: publishing the same signals again completes it, delivering nothing twice."""
+
+
 class VersionConflict(HivebusError):
     """Raised when a state write is based on a version that is no longer current."""
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_last = [0, 0]  # the time and value of this process's last id (ULID's monotonic mode)
+_last_lock = threading.Lock()
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """Return a 26-character id that sorts by creation time."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    """Return a 26-character id that sorts by creation time; within one process, ids made in
+    the same millisecond (or while the clock stepped back) sort in the order they were made."""
+    if now_ms is None:
+        with _last_lock:
+            ms = int(time.time() * 1000)
+            if ms <= _last[0] and _last[1] + 1 < (_last[0] + 1) << 80:
+                ms, value = _last[0], _last[1] + 1
+            else:
+                value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+            _last[:] = [ms, value]
+    else:
+        value = (now_ms << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

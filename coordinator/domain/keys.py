@@ -177,16 +177,23 @@ class Keys:
         return f"{self.namespace}:dlq:{tag(agent_id)}"
 
     def signal(self, signal_id: str) -> str:
-        """STRING (JSON) of one signal: type, source, target -> inbox entry; expires."""
-        return f"{self.namespace}:signal:{check_signal_id(signal_id)}"
+        """STRING (JSON) of one signal: type, source, target -> inbox entry; expires. In its
+        shard's slot (:func:`signal_shard`)."""
+        return f"{self.namespace}:signal:{shard_tag(signal_shard(signal_id))}:{signal_id}"
 
-    def signal_log(self) -> str:
-        """STREAM of every published signal, newest last (``hivebus signals`` reads it)."""
-        return f"{self.namespace}:signals"
+    def signal_log(self, shard: int) -> str:
+        """STREAM of the published signals of one shard, newest last (``hivebus signals`` merges
+        the shards by signal id)."""
+        return f"{self.namespace}:signals:{shard_tag(shard)}"
 
     def signal_logs(self) -> list[str]:
-        """Every stream of the signal log (what trimming and checking walk)."""
-        return [self.signal_log()]
+        """Every stream of the signal log, shard by shard (what trimming and checking walk)."""
+        return [self.signal_log(shard) for shard in range(SIGNAL_SHARDS)]
+
+    def published(self, shard: int) -> str:
+        """HASH source -> how many signals it published (of one shard; an agent's ``published``
+        counter is the sum over the shards)."""
+        return f"{self.namespace}:published:{shard_tag(shard)}"
 
     def effect_key(self, agent_id: str, name: str) -> str:
         """A key of the agent's own for handler effects (``ctx.key``): in the agent's slot."""

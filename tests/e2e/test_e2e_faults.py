@@ -184,7 +184,7 @@ def written_for(raw: sync_redis.Redis, keys: Keys, agent_id: str) -> tuple[int, 
     """What publishing writes: the target's inbox and pending lengths, the signal log, signal keys."""
     signal_keys = len(list(raw.scan_iter(match=f"{keys.prefix}signal:*", count=1000)))
     return (raw.xlen(keys.inbox(agent_id)), raw.hlen(keys.pending(agent_id)),
-            raw.xlen(keys.signal_log()), signal_keys)
+            sum(raw.xlen(log) for log in keys.signal_logs()), signal_keys)
 
 
 def test_full_inbox_refuses_cli_publish_and_a_forwarding_handler_retries_until_room(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 from hivebus.domain.ids import new_id
-from hivebus.domain.keys import Keys
+from hivebus.domain.keys import Keys, signal_shard
 from hivebus.infra import lua
 from hivebus.infra.managed_redis import find_cli
 from tests.conftest import RedisServer, hivebus_argv, hivebus_env
@@ -50,11 +51,15 @@ def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
     fields = ["id", signal_id, "type", "PING", "source", "outsider", "targets", "pinger-1",
               "severity", "HIGH", "confidence", "0.9", "data", '{"n":1}',
               "created_at", repr(now), "expires_at", repr(now + 3600)]
-    publish_keys = [keys.signal_log(), keys.agents(), keys.inbox("pinger-1"), keys.pending("pinger-1"),
-                    keys.done("pinger-1"), keys.signal(signal_id), keys.agent("outsider")]
-    document = {"t": ["pinger-1"], "y": [], "s": ["outsider"], "b": [[3_600_000, [1], 1, 1, fields]]}
+    shard = signal_shard(signal_id)  # CRC-32 of the id, modulo 16
+    assert shard == zlib.crc32(signal_id.encode()) % 16
+    tagged = f"{{~s{shard:02d}}}"
+    publish_keys = [keys.inbox("pinger-1"), keys.pending("pinger-1"), keys.done("pinger-1"),
+                    keys.agent("pinger-1"), f"{namespace}:signals:{tagged}",
+                    f"{namespace}:published:{tagged}", f"{namespace}:signal:{tagged}:{signal_id}"]
+    document = {"y": [], "t": ["pinger-1"], "s": 1, "b": [[3_600_000, [1], 1, 1, fields]]}
     sha = cli("SCRIPT", "LOAD", lua.PUBLISH)[0]
-    cli("EVALSHA", sha, str(len(publish_keys)), *publish_keys, "100000", "100000", "0",
+    cli("EVALSHA", sha, str(len(publish_keys)), *publish_keys, "100000", "100000", "0", "all",
         json.dumps(document))
     hivebus(env, tmp_path, "agent", "run", "mymodule:Pinger", "--id", "pinger-1", "--burst")
     shown = json.loads(hivebus(env, tmp_path, "signal", "show", signal_id, "--json").stdout)

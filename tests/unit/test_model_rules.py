@@ -251,8 +251,9 @@ KEY_NAMES: list[tuple[str, tuple[Any, ...], str]] = [
     ("status", ("a-1",), "ns:status:{a-1}"),
     ("retries", ("a-1",), "ns:retry:{a-1}"),
     ("dead_letters", ("a-1",), "ns:dlq:{a-1}"),
-    ("signal", (SID,), f"ns:signal:{SID}"),
-    ("signal_log", (), "ns:signals"),
+    ("signal", (SID,), f"ns:signal:{{~s05}}:{SID}"),  # crc32(SID) % 16 == 5
+    ("signal_log", (5,), "ns:signals:{~s05}"),
+    ("published", (15,), "ns:published:{~s15}"),
     ("effect_key", ("a-1", "n x"), "ns:fx:{a-1}:n x"),
     ("state", ("a-1",), "ns:state:{a-1}"),
     ("snapshots", ("a-1",), "ns:state:{a-1}:snapshots"),
@@ -295,6 +296,22 @@ def test_keys_check_their_ids(method: str, args: tuple[Any, ...]) -> None:
     """A key is never built from an invalid id."""
     with pytest.raises(InvalidId):
         getattr(Keys("ns"), method)(*args)
+
+
+def test_signal_shards_spread_ids_and_carry_their_tag() -> None:
+    """A signal's record and log entry are in the shard CRC-32 of its id picks; 16 shards."""
+    import zlib
+
+    from hivebus.domain.ids import new_id
+    from hivebus.domain.keys import SIGNAL_SHARDS, shard_tag, signal_shard
+
+    ids = [new_id() for _ in range(1600)]
+    assert {signal_shard(i) for i in ids} == set(range(SIGNAL_SHARDS))
+    assert all(signal_shard(i) == zlib.crc32(i.encode()) % 16 for i in ids)
+    assert [shard_tag(0), shard_tag(15)] == ["{~s00}", "{~s15}"]
+    assert len(Keys("ns").signal_logs()) == 16 and Keys("ns").signal_logs()[3] == "ns:signals:{~s03}"
+    with pytest.raises(ValueError, match="no signal shard 16"):
+        shard_tag(16)
 
 
 def test_keys_defaults_and_values() -> None:
