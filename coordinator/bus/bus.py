@@ -389,7 +389,8 @@ class Bus:
                 await self.redis.script_load(SETTLE)
                 self._settle_loaded = True
             pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            # EVALSHA as a plain command: a cluster pipeline refuses its evalsha method
+            pipe.execute_command("EVALSHA", self._settle.sha, len(keys), *keys, *args)
             pipe.xreadgroup(agent_id, consumer, {self.keys.inbox(agent_id): ">"}, count=count,
                             block=block_ms)
             settle_reply, read_reply = await pipe.execute(raise_on_error=False)

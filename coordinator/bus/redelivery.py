@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from hivebus.bus.bus import Bus, Delivery, decode_delivery
 from hivebus.domain.clock import now_s
-from hivebus.domain.errors import InvalidId
 from hivebus.domain.ids import entry_order, printable
-from hivebus.domain.keys import Keys
+from hivebus.domain.keys import INSTANCE_ID_RE, Keys
 from hivebus.infra.lua import CLAIM_DUE, RENEW
 from hivebus.infra.redis_errors import translate_redis_errors
 
@@ -82,18 +81,16 @@ class Redelivery:
             if not pel:
                 return []
             owners = sorted({str(p["consumer"]) for p in pel} - {consumer})
+            replicas = [o for o in owners if INSTANCE_ID_RE.fullmatch(o)]  # others have no heartbeat
             pipe = self.redis.pipeline(transaction=False)
-            for owner in owners:
-                try:
-                    pipe.exists(self.keys.heartbeat(agent_id, owner))
-                except InvalidId:
-                    pipe.echo("0")  # not a hivebus replica: nothing keeps its claim alive
+            for owner in replicas:
+                pipe.exists(self.keys.heartbeat(agent_id, owner))
             own = [str(p["message_id"]) for p in pel if str(p["consumer"]) == consumer]
             for entry_id in own:
                 pipe.zscore(self.keys.retries(agent_id), entry_id)
             answers = await pipe.execute()
-            alive = {o for o, hit in zip(owners, answers, strict=False) if int(hit)}
-            scheduled = {e for e, score in zip(own, answers[len(owners):], strict=True)
+            alive = {o for o, hit in zip(replicas, answers, strict=False) if int(hit)}
+            scheduled = {e for e, score in zip(own, answers[len(replicas):], strict=True)
                          if score is not None}
             orphaned: list[StreamIdT] = [
                 str(p["message_id"]) for p in pel
