@@ -36,7 +36,7 @@ class LivenessThread(threading.Thread):
     def __init__(self, client: SyncRedis, settings: Settings, agent_id: str, instance_id: str,
                  working: Callable[[], Sequence[str]]) -> None:
         super().__init__(name=f"hivebus-liveness-{agent_id}", daemon=True)
-        self.client = client  # a synchronous redis-py client of this thread's own
+        self.client = client  # a synchronous redis-py client of this thread's own (cluster or not)
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.agent_id = agent_id
@@ -87,7 +87,7 @@ class LivenessThread(threading.Thread):
                 if failing:
                     self.log.info("redis reachable again")
                 failing = False
-            except (redis_errors.RedisError, OSError) as exc:
+            except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
                 if not failing:
                     self.log.warning("heartbeat failed", error=str(exc).splitlines()[0] if str(exc) else "")
                 failing = True

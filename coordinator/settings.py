@@ -36,6 +36,8 @@ def setting(default: Any, *, ge: float | None = None, gt: float | None = None,
 
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+RedisClusterMode = Literal["auto", "yes", "no"]  # auto: ask the server (INFO cluster)
+CHOICES: dict[str, Any] = {"LogFormat": LogFormat, "LogLevel": LogLevel, "RedisClusterMode": RedisClusterMode}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Settings:
     redis_tls_ca_file: Path | None = None
     redis_tls_cert_file: Path | None = None
     redis_tls_key_file: Path | None = None
+    redis_cluster: RedisClusterMode = "auto"
     namespace: str = setting("hive", pattern=r"[a-z][a-z0-9_-]{0,31}")
     home: Path = Path(".hivebus")
     log_format: LogFormat = "auto"
@@ -127,8 +130,8 @@ def _checked(spec: dataclasses.Field[Any], value: Any) -> Any:
         if optional:
             return None
         raise ValueError("must be set")
-    if kind in ("LogFormat", "LogLevel"):
-        choices = get_args(LogFormat if kind == "LogFormat" else LogLevel)
+    if kind in CHOICES:
+        choices = get_args(CHOICES[kind])
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
         return value

@@ -174,6 +174,21 @@ def postgres_server() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A real Redis Cluster for the session: three masters and three replicas on loopback
+    (tests/cluster_server.py); the tests that take it are skipped, saying why, only where it
+    cannot start (no redis-server 6.2+ or redis-cli here)."""
+    from tests.cluster_server import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"a Redis Cluster cannot run here: {exc}")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def postgres_url(postgres_server: Any) -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL."""

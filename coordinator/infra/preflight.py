@@ -3,7 +3,8 @@
 * **Eviction.** A server with ``maxmemory`` set and a ``maxmemory-policy`` other than
   ``noeviction`` deletes keys when memory runs short: inbox entries, pending records, the
   registry — signals would be lost without a trace. It is read from ``INFO memory`` (``CONFIG``
-  may be refused to an application user), and the process refuses to run unless
+  may be refused to an application user) — of every primary on a Redis Cluster, each of which
+  evicts its own slots' keys — and the process refuses to run unless
   ``HIVEBUS_ALLOW_EVICTION=1`` says otherwise, which is then warned about at every start.
 * **Key layout.** ``<ns>:layout`` says which key layout a namespace's data is written in. Data of
   an older layout (no marker, and a registered agent whose keys are named the 0.1 way) is
@@ -11,6 +12,11 @@
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import RedisCluster
 
 from hivebus.domain.errors import UnsafeRedis
 from hivebus.domain.keys import LAYOUT_VERSION, Keys
@@ -26,20 +32,39 @@ async def check_server(redis: Redis, settings: Settings) -> None:
 
 
 async def check_eviction(redis: Redis, settings: Settings) -> None:
-    """Refuse a server whose eviction policy can delete hivebus keys, unless allowed."""
+    """Refuse a server whose eviction policy can delete hivebus keys, unless allowed; on a Redis
+    Cluster, refuse if any primary would (each evicts its own slots' keys)."""
     async with translate_redis_errors():
-        info = await redis.info("memory")
-    maxmemory = int(info.get("maxmemory", 0) or 0)
-    policy = str(info.get("maxmemory_policy", "noeviction"))
-    if maxmemory == 0 or policy == "noeviction":
-        return
-    problem = (f"Redis evicts keys when full (maxmemory-policy {policy}, maxmemory {maxmemory} bytes): "
-               f"signals and memory would be lost without a trace")
-    if settings.allow_eviction:
-        get_logger().warning("running on an evicting Redis (HIVEBUS_ALLOW_EVICTION=1)", problem=problem)
-        return
-    raise UnsafeRedis(f"{problem}; set 'maxmemory-policy noeviction' (CONFIG SET maxmemory-policy "
-                      f"noeviction, and in redis.conf), or HIVEBUS_ALLOW_EVICTION=1 to run anyway")
+        infos = await primary_infos(redis, "memory")
+    cluster = isinstance(redis, RedisCluster)
+    for node, info in infos.items():
+        maxmemory = int(info.get("maxmemory", 0) or 0)
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if maxmemory == 0 or policy == "noeviction":
+            continue
+        where = f"cluster node {node}: " if cluster else ""
+        problem = (f"Redis evicts keys when full ({where}maxmemory-policy {policy}, maxmemory {maxmemory} "
+                   f"bytes): signals and memory would be lost without a trace")
+        if settings.allow_eviction:
+            get_logger().warning("running on an evicting Redis (HIVEBUS_ALLOW_EVICTION=1)", problem=problem)
+            continue
+        every = " on every primary" if cluster else ""
+        raise UnsafeRedis(f"{problem}; set 'maxmemory-policy noeviction'{every} (CONFIG SET maxmemory-policy "
+                          f"noeviction, and in redis.conf), or HIVEBUS_ALLOW_EVICTION=1 to run anyway")
+
+
+async def primary_infos(client: Redis, section: str) -> dict[str, dict[str, Any]]:
+    """``INFO <section>`` of every primary of a cluster, by node address (``host:port``); of the
+    one server of a single-node client. Raises what redis-py raises (call it under
+    :func:`~hivebus.infra.redis_errors.translate_redis_errors`)."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        nodes = sorted(client.get_primaries(), key=lambda node: (node.host, node.port))
+        replies = await asyncio.gather(*(client.info(section, target_nodes=node) for node in nodes))
+        return {node.name: reply for node, reply in zip(nodes, replies, strict=True)}
+    where = client.connection_pool.connection_kwargs
+    name = where.get("path") or f"{where.get('host', 'localhost')}:{where.get('port', 6379)}"
+    return {str(name): await client.info(section)}
 
 
 async def check_layout(redis: Redis, settings: Settings) -> None:
