@@ -91,11 +91,13 @@ def build_parser(command: str | None = None, *, complete: bool = False) -> argpa
 def redis_cli(cli_args: Sequence[str], settings: Settings) -> int:
     """hivebus redis-cli [ARGS]: redis-cli on the configured or managed Redis, every argument
     passed through as given; user and password from the URL (the password through the
-    environment, never on the command line); its exit code returned."""
+    environment, never on the command line); on a Redis Cluster (``HIVEBUS_REDIS_CLUSTER``, or
+    the server's ``INFO cluster``) in cluster mode (``-c``: it follows MOVED and ASK), without
+    ``-n``; its exit code returned."""
     import subprocess
 
     from hivebus.domain.errors import InvalidInput, RedisUnavailable
-    from hivebus.infra.connection import redis_endpoint
+    from hivebus.infra.connection import cluster_setting, is_cluster_node, redis_endpoint
     from hivebus.infra.managed_redis import find_cli
     from hivebus.settings import redact_url
 
@@ -104,19 +106,22 @@ def redis_cli(cli_args: Sequence[str], settings: Settings) -> int:
         raise InvalidInput("no redis-cli here (nor valkey-cli): install one (Debian: apt install "
                            "redis-tools), or use any Redis client on the URL 'hivebus status' shows")
     with redis_endpoint(settings) as url:
+        cluster = cluster_setting(settings)
+        if cluster is None:  # the managed Redis is never a cluster
+            cluster = settings.redis_url is not None and is_cluster_node(url, settings=settings)
         parts = urlsplit(url)
         env = dict(os.environ)
-        connect: list[str] = []
+        connect: list[str] = ["-c"] if cluster else []
         if parts.scheme == "unix":
-            connect = ["-s", parts.path]
+            connect += ["-s", parts.path]
         else:
             try:
                 port = parts.port
             except ValueError as exc:
                 raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from None
-            connect = ["-h", parts.hostname or "localhost", "-p", str(port or 6379)]
+            connect += ["-h", parts.hostname or "localhost", "-p", str(port or 6379)]
             database = parts.path.strip("/")
-            if database.isdigit():
+            if database.isdigit() and not cluster:  # a cluster has database 0 only
                 connect += ["-n", database]
         if parts.username:
             connect += ["--user", unquote(parts.username)]

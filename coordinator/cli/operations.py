@@ -85,17 +85,22 @@ async def cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
 
     return await with_redis(settings, body)
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """hivebus status: the Redis in use, the coordinator's leader and epoch, the store, the agents."""
+    """hivebus status: the Redis in use (on a cluster: its state, nodes, each primary), the
+    coordinator's leader and epoch, the store, the agents."""
     from hivebus.domain.keys import Keys
-    from hivebus.infra.redis_errors import text_or_none
+    from hivebus.infra.connection import cluster_layout
+    from hivebus.infra.preflight import primary_infos
+    from hivebus.infra.redis_errors import text_or_none, translate_redis_errors
     from hivebus.store import is_postgres, open_store, store_exists, store_label
 
     with redis_endpoint(settings) as url:
         async with connected(url, client_name="hivebus-cli", settings=settings) as redis:
             keys = Keys(settings.namespace)
-            server, memory = await redis.info("server"), await redis.info("memory")
-            holder = text_or_none(await redis.get(keys.lease()))
-            epoch = text_or_none(await redis.get(keys.epoch()))
+            async with translate_redis_errors(url):
+                servers, memories = await primary_infos(redis, "server"), await primary_infos(redis, "memory")
+                layout = await cluster_layout(redis)
+                holder = text_or_none(await redis.get(keys.lease()))
+                epoch = text_or_none(await redis.get(keys.epoch()))
             registry = Registry(redis, settings)
             agents = await registry.list_agents()
     store: dict[str, Any] = {"engine": "postgresql" if is_postgres(settings) else "sqlite",
@@ -107,12 +112,27 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             store["archived_decisions"] = await opened.count_archived()
         finally:
             await opened.close()
+
+    def server_of(node: str) -> dict[str, Any]:
+        server, memory = servers.get(node, {}), memories.get(node, {})
+        return {"server": server.get("server_name", "redis"),
+                "version": server.get("valkey_version", server.get("redis_version")),
+                "maxmemory": int(memory.get("maxmemory", 0)),
+                "maxmemory_policy": memory.get("maxmemory_policy")}
+
+    cluster: dict[str, Any] | None = None
+    if layout is not None:
+        nodes = layout["nodes"]
+        primaries = [{"node": n["node"], "slots": n["slots"], "failing": n["failing"],
+                      "replicas": [r["node"] for r in nodes if r["primary"] == n["node"]],
+                      **server_of(n["node"])}
+                     for n in nodes if n["role"] == "primary" and n["slots"]]
+        cluster = {"state": layout["state"], "nodes": len(nodes), "masters": len(primaries),
+                   "failing": [n["node"] for n in nodes if n["failing"]], "primaries": primaries}
     status: dict[str, Any] = {
+        # a cluster: server, version and memory of its first primary (all of them under cluster)
         "redis": {"url": redact_url(url), "managed": settings.redis_url is None,
-                  "server": server.get("server_name", "redis"),
-                  "version": server.get("valkey_version", server.get("redis_version")),
-                  "maxmemory": int(memory.get("maxmemory", 0)),
-                  "maxmemory_policy": memory.get("maxmemory_policy")},
+                  **server_of(next(iter(servers))), "cluster": cluster},
         "namespace": settings.namespace,
         "coordinator": {"leader": holder, "epoch": int(epoch) if epoch and epoch.isdigit() else None},
         "store": store,
@@ -122,8 +142,17 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print_json(status)
         return 0
     r = status["redis"]
-    print(f"redis        {r['url']} ({'managed by hivebus' if r['managed'] else 'configured'}): "
-          f"{r['server']} {r['version']}, maxmemory {r['maxmemory']} ({r['maxmemory_policy']})")
+    where = f"redis        {r['url']} ({'managed by hivebus' if r['managed'] else 'configured'})"
+    if cluster is None:
+        print(f"{where}: {r['server']} {r['version']}, maxmemory {r['maxmemory']} ({r['maxmemory_policy']})")
+    else:
+        failing = f", failing: {', '.join(cluster['failing'])}" if cluster["failing"] else ""
+        print(f"{where}: Redis Cluster, cluster_state {cluster['state']}, {cluster['nodes']} nodes, "
+              f"{cluster['masters']} masters{failing}")
+        for p in cluster["primaries"]:
+            print(f"  primary    {p['node']}: {p['server']} {p['version']}, maxmemory {p['maxmemory']} "
+                  f"({p['maxmemory_policy']}), {p['slots']} slots, "
+                  f"replicas {', '.join(p['replicas']) or 'none'}")
     print(f"namespace    {settings.namespace}")
     print(f"coordinator  {holder or 'none leads'}; epoch {status['coordinator']['epoch'] or 0}")
     print(f"store        {store['path']}" + (
@@ -132,27 +161,48 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"agents       {status['agents']['registered']} registered, {status['agents']['alive']} alive")
     return 0
 async def cmd_acl(args: argparse.Namespace, settings: Settings) -> int:
-    """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by default)."""
+    """hivebus acl [AGENT …]: ACL rules for the coordinator and each agent (registered ones by
+    default); on a Redis Cluster, for every node."""
     from hivebus.cli.views import acl_user_json
     from hivebus.domain.keys import Keys, check_agent_id
     from hivebus.infra.acl import acl_script, acl_users
+    from hivebus.infra.connection import cluster_layout, cluster_setting
+    from hivebus.infra.redis_errors import translate_redis_errors
 
     agent_ids = [check_agent_id(a) for a in args.agent_ids]
-    if not agent_ids:
-        async def body(redis: Redis) -> int:
+    nodes: list[str] = []
+
+    async def body(redis: Redis) -> int:
+        if not args.agent_ids:
             registry = Registry(redis, settings)
             agent_ids.extend(a.agent_id for a in await registry.list_agents())
             name_skipped(registry)
-            return 0
+        async with translate_redis_errors():
+            layout = await cluster_layout(redis)
+        if layout is not None:
+            nodes.extend(node["node"] for node in layout["nodes"])
+        return 0
 
+    if not agent_ids:
         await with_redis(settings, body)
+    elif settings.redis_url is not None and cluster_setting(settings) is not False:
+        # only to learn whether the server is a cluster and its nodes: no check, nothing written
+        with redis_endpoint(settings) as url:
+            async with connected(url, client_name="hivebus-cli", settings=settings, check=False) as redis:
+                await body(redis)
     keys = Keys(settings.namespace)
     if args.json:
-        print_json([acl_user_json(*user) for user in acl_users(keys, agent_ids)])
+        print_json([acl_user_json(*user) for user in acl_users(keys, agent_ids, cluster=bool(nodes))])
         return 0
     print("# Redis 7.0+ (the per-agent XADD selector needs it). Replace REPLACE_WITH_A_SECRET, then")
     print("# give each process its own URL: redis://hivebus-agent-<id>:<secret>@host:port/0")
-    for line in acl_script(keys, agent_ids):
+    if nodes:
+        print(f"# Redis Cluster of {len(nodes)} nodes: ACL users are per node, so each user is set on")
+        print("# every node, replicas included (a replica a failover promotes must know them). Add the")
+        print("# admin's --user and REDISCLI_AUTH (and --tls …) as your connection needs. Users set so")
+        print("# last until the node restarts: with an aclfile, run 'ACL SAVE' on every node afterwards,")
+        print("# or put them in every node's aclfile.")
+    for line in acl_script(keys, agent_ids, nodes):
         print(line)
     return 0
 async def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:

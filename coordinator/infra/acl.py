@@ -13,17 +13,27 @@ An agent user may:
 It cannot read another agent's state or memory, nor read, ack or delete another agent's
 signals: Redis itself refuses with NOPERM. Selectors need Redis 7.0+; on 6.2 the rules
 cannot separate "append to" from "ack" on other inboxes.
+
+On a Redis Cluster (``cluster=True``) the users may also read the cluster's layout, which a
+cluster client asks for as it connects and after a failover, and the script sets every user on
+every node, replicas included: ACL users are per node, and a replica promoted by a failover
+must know them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shlex
+from collections.abc import Iterable, Sequence
 
 from hivebus.domain.keys import Keys, check_agent_id, tag
 
 PASSWORD_PLACEHOLDER = "REPLACE_WITH_A_SECRET"
 COMMANDS = ("+@read +@write +@stream +@hash +@set +@sortedset +@string +@list +@keyspace "
             "+@scripting +@connection +@transaction -@admin -@dangerous +ping +info")
+# A cluster client reads the slot map as it connects and after a redirect: redis-py with CLUSTER
+# SLOTS, newer clients of Redis 7 with CLUSTER SHARDS. COMMAND (redis-py's key routing),
+# ASKING and READONLY are in @connection already.
+CLUSTER_COMMANDS = "+cluster|slots +cluster|shards"
 
 
 def agent_user(agent_id: str) -> str:
@@ -35,7 +45,12 @@ OWN_KINDS = ("inbox", "pending", "done", "status", "retry", "dlq", "agent", "sta
              "events", "fx", "hb")
 
 
-def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
+def _commands(cluster: bool) -> list[str]:
+    return [*COMMANDS.split(), *(CLUSTER_COMMANDS.split() if cluster else ())]
+
+
+def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER, *,
+               cluster: bool = False) -> list[str]:
     """``ACL SETUSER`` arguments (after the user name) for one agent."""
     ns, me = keys.namespace, tag(agent_id)
     own = [f"{ns}:{kind}:{me}" for kind in OWN_KINDS]
@@ -56,25 +71,36 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER) 
         f"(%R~{ns}:done:* +zscore +type)",
     ]
     return ["reset", "on", f">{password}", *(f"~{p}" for p in patterns), "resetchannels",
-            *COMMANDS.split(), *selectors]
+            *_commands(cluster), *selectors]
 
 
-def coordinator_rule(keys: Keys, password: str = PASSWORD_PLACEHOLDER) -> list[str]:
+def coordinator_rule(keys: Keys, password: str = PASSWORD_PLACEHOLDER, *, cluster: bool = False) -> list[str]:
     """``ACL SETUSER`` arguments for the coordinator: every key of the namespace."""
-    return ["reset", "on", f">{password}", f"~{keys.namespace}:*", "resetchannels", *COMMANDS.split()]
+    return ["reset", "on", f">{password}", f"~{keys.namespace}:*", "resetchannels", *_commands(cluster)]
 
 
 COORDINATOR_USER = "hivebus-coordinator"
 
 
-def acl_users(keys: Keys, agent_ids: Iterable[str]) -> list[tuple[str, str | None, list[str]]]:
+def acl_users(keys: Keys, agent_ids: Iterable[str], *,
+              cluster: bool = False) -> list[tuple[str, str | None, list[str]]]:
     """(user, agent id or None for the coordinator, ``ACL SETUSER`` arguments after the name):
     the coordinator first, then one user per agent."""
-    return [(COORDINATOR_USER, None, coordinator_rule(keys)),
-            *((agent_user(a), a, agent_rule(keys, a)) for a in agent_ids)]
+    return [(COORDINATOR_USER, None, coordinator_rule(keys, cluster=cluster)),
+            *((agent_user(a), a, agent_rule(keys, a, cluster=cluster)) for a in agent_ids)]
 
 
-def acl_script(keys: Keys, agent_ids: Iterable[str]) -> list[str]:
-    """redis-cli commands that create the coordinator user and one user per agent."""
-    return [" ".join(["ACL", "SETUSER", user, *(f'"{a}"' if " " in a else a for a in rule)])
-            for user, _, rule in acl_users(keys, agent_ids)]
+def acl_script(keys: Keys, agent_ids: Iterable[str], nodes: Sequence[str] = ()) -> list[str]:
+    """Commands that create the coordinator user and one user per agent: lines for redis-cli's
+    prompt, or with ``nodes`` (a cluster's ``host:port``, replicas included) shell lines, one
+    ``redis-cli -h HOST -p PORT ACL SETUSER …`` per node and user, with the cluster's rules."""
+    users = acl_users(keys, agent_ids, cluster=bool(nodes))
+    if not nodes:
+        return [" ".join(["ACL", "SETUSER", user, *(f'"{a}"' if " " in a else a for a in rule)])
+                for user, _, rule in users]
+    lines = []
+    for node in nodes:
+        host, _, port = node.rpartition(":")
+        lines += [shlex.join(["redis-cli", "-h", host, "-p", port, "ACL", "SETUSER", user, *rule])
+                  for user, _, rule in users]
+    return lines
