@@ -5,9 +5,10 @@ An agent user may:
 * read, ack and claim entries of **its own** inbox (``hive:inbox:{<id>}``), and write its own
   registry entry, heartbeats, pending records, ledger, state, memory, decision indexes,
   events, retries and dead letters (every key with its hash tag ``{<id>}``);
-* publish: write signal keys and the signal log, and — through Redis 7 *selectors* that pair
-  each command with the keys it may touch — append (``XADD`` only) to other agents' inboxes,
-  add their pending records, and read (``ZSCORE`` only) their ledgers;
+* publish: write signal records, the signal log's shards and their published counters, and —
+  through Redis 7 *selectors* that pair each command with the keys it may touch — append
+  (``XADD`` only) to other agents' inboxes, add their pending records, read (``ZSCORE`` only)
+  their ledgers and see whether they are registered (``EXISTS``/``HLEN`` of their agent hash);
 * read and write shared memory, decisions (keyed by decision id) and the learning queue.
 
 It cannot read another agent's state or memory, nor read, ack or delete another agent's
@@ -55,20 +56,23 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER, 
     ns, me = keys.namespace, tag(agent_id)
     own = [f"{ns}:{kind}:{me}" for kind in OWN_KINDS]
     patterns = [p for key in own for p in (key, f"{key}:*")]
-    patterns += [keys.agents(), f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals", f"{ns}:shared",
-                 f"{ns}:shared:*", f"{ns}:decision:*", keys.decision_agents(), f"{ns}:outcomes",
-                 f"{ns}:late-outcomes", f"{ns}:layout"]
-    # Publishing: the publish script declares each target's inbox, pending record and ledger
-    # among its keys. One selector lets EVAL/EVALSHA name them; inside the script every command
-    # is checked again, and these selectors pair each command with the keys it may touch:
-    # XADD to inboxes, HSET/HEXISTS/HLEN of pending records, ZSCORE (read only) of ledgers.
-    publish_keys = [f"{ns}:inbox:*", f"{ns}:pending:*", f"{ns}:done:*", f"{ns}:signal:*",
-                    f"{ns}:signals", f"{ns}:subs:*", keys.agents(), f"{ns}:agent:{me}"]
+    # the signal log's shards (signals:{~sNN}), their published counters and signal records
+    patterns += [keys.agents(), f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals:*", f"{ns}:published:*",
+                 f"{ns}:shared", f"{ns}:shared:*", f"{ns}:decision:*", keys.decision_agents(),
+                 f"{ns}:outcomes", f"{ns}:late-outcomes", f"{ns}:layout"]
+    # Publishing: the publish script declares each target's inbox, pending record, ledger and
+    # agent hash among its keys. One selector lets EVAL/EVALSHA name them; inside the script
+    # every command is checked again, and these selectors pair each command with the keys it may
+    # touch: XADD to inboxes, HSET/HEXISTS/HLEN of pending records, ZSCORE (read only) of
+    # ledgers, EXISTS/HLEN (read only) of agent hashes (is the target registered).
+    publish_keys = [f"{ns}:inbox:*", f"{ns}:pending:*", f"{ns}:done:*", f"{ns}:agent:*", f"{ns}:signal:*",
+                    f"{ns}:signals:*", f"{ns}:published:*", f"{ns}:subs:*", keys.agents()]
     selectors = [
         "(" + " ".join([*(f"~{k}" for k in publish_keys), "+evalsha", "+eval"]) + ")",
         f"(~{ns}:inbox:* +xadd +xlen +type)",
         f"(~{ns}:pending:* +hset +hexists +hlen +type)",
         f"(%R~{ns}:done:* +zscore +type)",
+        f"(%R~{ns}:agent:* +exists +hlen +type)",
     ]
     return ["reset", "on", f">{password}", *(f"~{p}" for p in patterns), "resetchannels",
             *_commands(cluster), *selectors]
