@@ -35,9 +35,10 @@ def write_decisions(url: str, namespace: str, count: int, *, seed: int = 1, old_
         outcome = DecisionOutcome(success=success)
         fields: dict[str, Any] = {**record.to_fields(), "outcome": outcome.model_dump_json(),
                                   "success": "1" if success else "0"}
-        pipe.hset(keys.decision(record.decision_id), mapping=fields)
+        pipe.set(keys.decision_at(record.decision_id), "te-1")
+        pipe.hset(keys.decision("te-1", record.decision_id), mapping=fields)
         pipe.zadd(keys.decisions("te-1"), {record.decision_id: record.timestamp})
-        pipe.zadd(keys.outcomes(), {record.decision_id: now - age})
+        pipe.zadd(keys.outcomes("te-1"), {record.decision_id: now - age})
         sig = f"te-1/TRADE_EXECUTION/{action}/whale={features['whale']}"
         samples, wins = expected.get(sig, (0, 0))
         expected[sig] = (samples + 1, wins + int(success))

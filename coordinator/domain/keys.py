@@ -232,13 +232,19 @@ class Keys:
         return f"{self.namespace}:shared:"
 
     # --- decisions and events ------------------------------------------------------------------
-    def decision(self, decision_id: str) -> str:
-        """HASH of one decision record with its outcome once logged."""
-        return f"{self.namespace}:decision:{check_item_id(decision_id)}"
+    def decision(self, agent_id: str, decision_id: str) -> str:
+        """HASH of one decision record with its outcome once logged (in its agent's slot)."""
+        return f"{self.namespace}:decision:{tag(agent_id)}:{check_item_id(decision_id)}"
 
-    def decision_signals(self, decision_id: str) -> str:
-        """SET of ids of the signals a decision caused."""
-        return f"{self.namespace}:decision:{check_item_id(decision_id)}:signals"
+    def decision_signals(self, agent_id: str, decision_id: str) -> str:
+        """SET of ids of the signals a decision caused (in its agent's slot)."""
+        return f"{self.decision(agent_id, decision_id)}:signals"
+
+    def decision_at(self, decision_id: str) -> str:
+        """STRING: the id of the agent whose slot holds a decision, so that it is found from its
+        id alone; written before the decision, deleted once the decision is archived (before
+        the decision leaves Redis)."""
+        return f"{self.namespace}:decision-at:{check_item_id(decision_id)}"
 
     def decisions(self, agent_id: str) -> str:
         """ZSET decision id -> timestamp of an agent's decisions."""
@@ -255,9 +261,10 @@ class Keys:
             key += f":type:{check_signal_type(decision_type)}"
         return f"{key}:{result}" if result else key
 
-    def outcomes(self) -> str:
-        """ZSET decision id -> outcome time: outcomes the coordinator has not learned from yet."""
-        return f"{self.namespace}:outcomes"
+    def outcomes(self, agent_id: str) -> str:
+        """ZSET decision id -> outcome time: an agent's outcomes the coordinator has not learned
+        from yet (it walks the agents that logged decisions)."""
+        return f"{self.namespace}:outcomes:{tag(agent_id)}"
 
     def late_outcomes(self) -> str:
         """HASH decision id -> outcome JSON: outcomes of decisions no longer in Redis (archived),
@@ -268,6 +275,11 @@ class Keys:
         """SET of agent ids that have logged decisions (the coordinator's archival walks it; the
         registry's slot)."""
         return f"{self.namespace}:decision-agents:{REGISTRY_TAG}"
+
+    def fence(self, agent_id: str) -> str:
+        """STRING: the highest coordinator epoch that deleted archived decisions in this agent's
+        slot (an older one is refused there)."""
+        return f"{self.namespace}:fence:{tag(agent_id)}"
 
     def lease(self) -> str:
         """STRING ``<instance>|<epoch>`` with a TTL: the coordinator that leads now (one slot with

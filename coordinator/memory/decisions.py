@@ -9,6 +9,13 @@ AlreadyRecorded (the first one is kept — corrections are new decisions whose p
 the old one).
 Decisions stay in Redis for the STM window; the coordinator archives older ones to
 the durable store, and :meth:`DecisionLog.query` is the API that will span both.
+
+Every key of a decision is in its agent's Redis Cluster slot (``hive:decision:{<agent>}:<id>``,
+its caused-signals set, the indexes, the agent's outcomes queue ``hive:outcomes:{<agent>}``), so
+logging it is one transaction and attaching its outcome one script call, in that slot. A small
+locator ``hive:decision-at:<id>`` (the agent id) finds a decision from its id alone; it is written
+before the decision and deleted after the decision is archived, so a locator whose decision is
+not there reads as "not in Redis" (then the archive answers).
 """
 
 from __future__ import annotations
@@ -23,7 +30,14 @@ from hivebus.domain.clock import now_s
 from hivebus.domain.decision import DecisionOutcome, DecisionRecord
 from hivebus.domain.errors import AlreadyRecorded, InvalidId, InvalidInput, NotFound
 from hivebus.domain.ids import new_id
-from hivebus.domain.keys import Keys, check_agent_id, check_item_id, check_signal_id, check_signal_type
+from hivebus.domain.keys import (
+    AGENT_ID_RE,
+    Keys,
+    check_agent_id,
+    check_item_id,
+    check_signal_id,
+    check_signal_type,
+)
 from hivebus.domain.models import describe_validation_error
 from hivebus.infra.lua import LOG_OUTCOME
 from hivebus.infra.redis_errors import (
@@ -31,8 +45,8 @@ from hivebus.infra.redis_errors import (
     hash_fields,
     range_members,
     text_map,
+    text_or_none,
     text_set,
-    texts_or_none,
     translate_redis_errors,
 )
 from hivebus.settings import Settings
@@ -82,7 +96,15 @@ class DecisionLog:
         """Record a decision; return its id. Raises InvalidInput / InvalidId for bad input.
 
         With an explicit ``decision_id`` that already exists nothing is written (a handler
-        running again for a redelivered signal logs each decision once).
+        running again for a redelivered signal logs each decision once); one that another
+        agent's decision has is refused (InvalidInput).
+
+        Written in this order, each step safe to interrupt: the agent joins the set of agents
+        that logged decisions (walked by the coordinator) and the locator is set, then one
+        transaction in the agent's slot writes the decision and its indexes. Interrupted
+        before the transaction, nothing a read trips on is left: an agent with no decision to
+        walk, a locator of no decision (read as not in Redis; logging the same id again
+        completes it).
         """
         check_agent_id(agent_id)
         check_signal_type(decision_type)
@@ -103,18 +125,42 @@ class DecisionLog:
             isinstance(confidence, int | float) and 0.0 <= confidence <= 1.0
         ):
             raise InvalidInput(f"reasoning.confidence must be between 0 and 1, got {confidence!r}")
+        key = self.keys.decision(agent_id, record.decision_id)
+        locator = self.keys.decision_at(record.decision_id)
         async with translate_redis_errors():
-            if decision_id and await self.redis.exists(self.keys.decision(decision_id)):
-                return decision_id
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(self.keys.decision(record.decision_id), mapping=hash_fields(record.to_fields()))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(self.keys.decision_agents(), agent_id)
+            pipe.set(locator, agent_id, nx=True)
+            pipe.get(locator)
+            pipe.exists(key)
+            _, _, owner, exists = await pipe.execute()
+            if owner is not None and owner != agent_id:
+                raise InvalidInput(f"decision id {record.decision_id} is another agent's "
+                                   f"({owner!r}): log this decision with a new id")
+            if exists:
+                return record.decision_id
+            pipe = self.redis.pipeline(transaction=True)  # every key in the agent's slot
+            pipe.hset(key, mapping=hash_fields(record.to_fields()))
             entry = {record.decision_id: record.timestamp}
             for of_type in (None, decision_type):
                 pipe.zadd(self.keys.decision_index(agent_id, of_type), entry)
                 pipe.zadd(self.keys.decision_index(agent_id, of_type, "pending"), entry)
-            pipe.sadd(self.keys.decision_agents(), agent_id)
             await pipe.execute()
         return record.decision_id
+
+    async def locate(self, decision_id: str) -> str | None:
+        """The agent in whose slot decision ``decision_id`` is kept in Redis, from its locator;
+        None when it has none (archived, never logged, or a locator edited by hand into
+        something that is not an agent id). Raises InvalidId."""
+        locator = self.keys.decision_at(decision_id)
+        async with translate_redis_errors():
+            try:
+                found = text_or_none(await self.redis.get(locator))
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                return None
+        return found if found is not None and AGENT_ID_RE.fullmatch(found) else None
 
     async def log_outcome(
         self, decision_id: str, *, success: bool, quality_score: float | None = None,
@@ -131,24 +177,23 @@ class DecisionLog:
         Raises AlreadyRecorded (it has an outcome, or one is queued; the first is kept),
         InvalidInput (bad values), NotFound. Nothing changes when it raises.
         """
-        key = self.keys.decision(decision_id)
+        check_item_id(decision_id)
         try:
             outcome = DecisionOutcome(success=success, quality_score=quality_score,
                                       latency_ms=latency_ms, error=error, metrics=dict(metrics or {}))
         except ValidationError as exc:
             raise InvalidInput(describe_validation_error(exc)) from None
+        agent_id = await self.locate(decision_id)
+        if agent_id is None:
+            return await self._late_outcome(decision_id, outcome, queue_unknown)
+        key = self.keys.decision(agent_id, decision_id)
         async with translate_redis_errors():
-            found = await self.redis.hmget(key, ["agent_id", "decision_type"])
-            agent_id, decision_type = texts_or_none(found)
-            if agent_id is None:
-                if self.archive is None and not queue_unknown:
-                    raise NotFound(f"no decision {decision_id} in Redis (and no archive here to look in)")
-                return await self._late_outcome(decision_id, outcome)
+            decision_type = text_or_none(await self.redis.hget(key, "decision_type"))
             result = "ok" if success else "failed"
             of_type = indexed_type(decision_type)
             try:
-                await self._log_outcome(
-                    keys=[key, self.keys.outcomes(),
+                await self._log_outcome(  # every key in the agent's slot
+                    keys=[key, self.keys.outcomes(agent_id),
                           self.keys.decision_index(agent_id, None, "pending"),
                           self.keys.decision_index(agent_id, of_type, "pending"),
                           self.keys.decision_index(agent_id, None, result),
@@ -161,12 +206,20 @@ class DecisionLog:
                     raise AlreadyRecorded(
                         f"decision {decision_id} already has an outcome; the first one is kept"
                     ) from None
-                if "UNKNOWN_DECISION" in str(exc):
-                    raise NotFound(f"no decision {decision_id}") from None
-                raise
+                if "UNKNOWN_DECISION" not in str(exc):
+                    raise
+                unknown = True  # archived meanwhile, or a locator whose decision never was
+            else:
+                unknown = False
+        if unknown:
+            return await self._late_outcome(decision_id, outcome, queue_unknown)
         return outcome
 
-    async def _late_outcome(self, decision_id: str, outcome: DecisionOutcome) -> DecisionOutcome:
+    async def _late_outcome(self, decision_id: str, outcome: DecisionOutcome,
+                            queue_unknown: bool) -> DecisionOutcome:
+        """The outcome of a decision not in Redis: queued for the coordinator (see log_outcome)."""
+        if self.archive is None and not queue_unknown:
+            raise NotFound(f"no decision {decision_id} in Redis (and no archive here to look in)")
         if self.archive is not None:
             archived = await self.archive.archived_decision(decision_id)
             if archived is None:
@@ -183,28 +236,43 @@ class DecisionLog:
 
     async def get(self, decision_id: str) -> DecisionRecord:
         """One decision. Raises NotFound, InvalidId."""
-        async with translate_redis_errors():
-            fields = text_map(await self.redis.hgetall(self.keys.decision(decision_id)))
-        if fields:
-            record = _readable(fields)
-            if record is None:
-                raise InvalidInput(f"decision {decision_id} is unreadable (edited by hand?); "
-                                   f"its fields: hivebus redis-cli HGETALL {self.keys.decision(decision_id)}")
-            return record
+        agent_id = await self.locate(decision_id)
+        if agent_id is not None:
+            key = self.keys.decision(agent_id, decision_id)
+            async with translate_redis_errors():
+                fields = text_map(await self.redis.hgetall(key))
+            if fields:
+                record = _readable(fields)
+                if record is None:
+                    raise InvalidInput(f"decision {decision_id} is unreadable (edited by hand?); "
+                                       f"its fields: hivebus redis-cli HGETALL '{key}'")
+                return record
         archived = await self.archive.archived_decision(decision_id) if self.archive else None
         if archived is None:
             raise NotFound(f"no decision {decision_id}")
         return archived[0]
 
-    async def record_caused_signal(self, decision_id: str, signal_id: str) -> None:
-        """Remember that ``signal_id`` was published because of ``decision_id``."""
+    async def record_caused_signal(self, decision_id: str, signal_id: str, *,
+                                   agent_id: str | None = None) -> bool:
+        """Remember that ``signal_id`` was published because of ``decision_id``, a decision of
+        ``agent_id`` (None: found from its locator). False, and nothing written, when the
+        decision is not in Redis (archived already, or unknown)."""
+        check_signal_id(signal_id)
+        agent_id = check_agent_id(agent_id) if agent_id is not None else await self.locate(decision_id)
+        if agent_id is None:
+            return False
         async with translate_redis_errors():
-            await self.redis.sadd(self.keys.decision_signals(decision_id), signal_id)
+            await self.redis.sadd(self.keys.decision_signals(agent_id, decision_id), signal_id)
+        return True
 
     async def caused_signals(self, decision_id: str) -> list[str]:
         """Ids of the signals a decision caused, oldest first."""
-        async with translate_redis_errors():
-            caused = sorted(text_set(await self.redis.smembers(self.keys.decision_signals(decision_id))))
+        agent_id = await self.locate(decision_id)
+        caused: list[str] = []
+        if agent_id is not None:
+            key = self.keys.decision_signals(agent_id, decision_id)
+            async with translate_redis_errors():
+                caused = sorted(text_set(await self.redis.smembers(key)))
         if not caused and self.archive is not None:
             archived = await self.archive.archived_decision(decision_id)
             caused = archived[1] if archived else []
@@ -234,7 +302,7 @@ class DecisionLog:
                 ids = range_members(await self.redis.zrevrangebyscore(index, hi, lo, start=offset, num=page))
                 pipe = self.redis.pipeline(transaction=False)
                 for decision_id in ids:
-                    pipe.hgetall(self.keys.decision(decision_id))
+                    pipe.hgetall(self.keys.decision(agent_id, decision_id))
                 rows = await pipe.execute() if ids else []
             for fields in rows:
                 record = _readable(fields)

@@ -2,13 +2,14 @@
 
 Each step is safe to interrupt at any instant and to run again:
 
-* **learn** reads the outcomes queue (``hive:outcomes``) in batches, counts each batch in
-  one store transaction that skips decisions counted before, and only then removes the
-  batch from the queue;
+* **learn** reads each agent's outcomes queue (``hive:outcomes:{<agent>}``, of the agents
+  that logged decisions) in batches, counts each batch in one store transaction that skips
+  decisions counted before, and only then removes the batch from the queue;
 * **promote** turns counts into pattern versions in one store transaction;
 * **archive** copies decisions older than the STM window into the store (a decision
-  archived twice is kept once) and only then deletes them from Redis, in a script that
-  first checks this coordinator still holds the lease.
+  archived twice is kept once) and only then deletes them from Redis: their locators, then
+  the decisions in a script in the agent's slot that first checks the agent's fence (no
+  coordinator of a newer epoch deleted there).
 
 Store writes carry the leader's fencing epoch, so a deposed leader's writes are refused.
 """
@@ -29,7 +30,7 @@ from hivebus.domain.learning import Thresholds, credits_for
 from hivebus.infra.logs import get_logger
 from hivebus.infra.lua import DELETE_ARCHIVED
 from hivebus.infra.redis_errors import Redis, hash_page, range_members, text_set, translate_redis_errors
-from hivebus.memory.decisions import indexed_type
+from hivebus.memory.decisions import DecisionLog, indexed_type
 from hivebus.service.retention import Retention
 from hivebus.service.set_aside import SetAside
 from hivebus.settings import Settings
@@ -88,53 +89,77 @@ class Consolidator:
         self._delete = redis.register_script(DELETE_ARCHIVED)
         self.log = get_logger(agent_id="coordinator")
         self.set_aside = SetAside(redis, self.keys)
+        self.decisions = DecisionLog(redis, settings)
 
-    async def run_pass(self, epoch: int, token: str, progress: Progress | None = None) -> PassResult:
-        """Learn, promote, archive. Raises NotLeader when the lease was lost meanwhile."""
+    async def run_pass(self, epoch: int, token: str = "", progress: Progress | None = None) -> PassResult:
+        """Learn, promote, archive. Raises NotLeader when a coordinator of a newer epoch wrote
+        meanwhile (``token``, the lease's, is not needed since the lease moved to a slot of its
+        own: the store's epoch and the agents' fences guard the writes)."""
         result = PassResult()
         await self._set_aside_wrong_types()
-        await self.learn(epoch, result, progress)
+        agents = await self.decision_agents()
+        await self.learn(epoch, result, progress, agents)
         report = await self.store.promote(self.thresholds, self.share_with, epoch)
         result.promoted, result.updated, result.demoted = report.promoted, report.updated, report.demoted
-        await self.archive(epoch, token, result, progress)
+        await self.archive(epoch, result, progress, agents)
         retained = await Retention(self.redis, self.settings).run()
         result.expired, result.trimmed = retained.expired, retained.trimmed
         result.agents_removed, result.memories_removed = retained.agents_removed, retained.memories_removed
         result.memories_purged = retained.memories_purged
         return result
 
-    async def learn(self, epoch: int, result: PassResult, progress: Progress | None) -> None:
-        """Count every queued outcome once (those of archived decisions first)."""
-        await self._learn_late(epoch, result)
-        queue = self.keys.outcomes()
+    async def decision_agents(self) -> list[str]:
+        """The agents that logged decisions, sorted (members that are not agent ids are set
+        aside); their outcomes queues are learned from and their decisions archived."""
         async with translate_redis_errors():
-            total = int(await self.redis.zcard(queue))
-        while True:
-            async with translate_redis_errors():
-                read = range_members(await self.redis.zrange(queue, 0, BATCH - 1))
-            if not read:
-                return
-            ids = await self.set_aside.valid(queue, read, check_item_id, "a decision id", scores=True)
-            rows = await self._decisions(ids)
-            batch = []
-            for decision_id, fields in zip(ids, rows, strict=True):
-                record = await self._decision(decision_id, fields)
-                if record is not None and record.outcome is not None:
-                    batch.append((record, credits_for(record)))
-            result.counted += await self.store.credit(batch, epoch)
-            if ids:
-                async with translate_redis_errors():
-                    await self.redis.zrem(queue, *ids)
-            result.outcomes_seen += len(read)
-            if progress:
-                progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+            members = sorted(text_set(await self.redis.smembers(self.keys.decision_agents())))
+        return await self.set_aside.valid(self.keys.decision_agents(), members, check_agent_id,
+                                          "an agent id")
 
-    async def _set_aside_wrong_types(self) -> None:
-        """Move aside any of the shared keys a pass reads that holds the wrong type (edited by
-        hand), so the pass goes on with a fresh one instead of failing on every tick."""
-        expected = {self.keys.outcomes(): "zset", self.keys.late_outcomes(): "hash",
-                    self.keys.agents(): "set", self.keys.decision_agents(): "set",
-                    **dict.fromkeys(self.keys.signal_logs(), "stream")}
+    async def learn(self, epoch: int, result: PassResult, progress: Progress | None,
+                    agents: Sequence[str] | None = None) -> None:
+        """Count every queued outcome once (those of archived decisions first, then each
+        agent's queue)."""
+        await self._learn_late(epoch, result)
+        agents = await self.decision_agents() if agents is None else agents
+        queues = {agent_id: self.keys.outcomes(agent_id) for agent_id in agents}
+        await self._set_aside_wrong_types(dict.fromkeys(queues.values(), "zset"))
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in queues.values():
+                pipe.zcard(queue)
+            total = sum(int(n) for n in await pipe.execute()) if queues else 0
+        for agent_id, queue in queues.items():
+            while True:
+                async with translate_redis_errors():
+                    read = range_members(await self.redis.zrange(queue, 0, BATCH - 1))
+                if not read:
+                    break
+                ids = await self.set_aside.valid(queue, read, check_item_id, "a decision id", scores=True)
+                rows = await self._decisions(agent_id, ids)
+                batch = []
+                for decision_id, fields in zip(ids, rows, strict=True):
+                    record = await self._decision(agent_id, decision_id, fields)
+                    if record is not None and record.outcome is not None:
+                        batch.append((record, credits_for(record)))
+                result.counted += await self.store.credit(batch, epoch)
+                if ids:
+                    async with translate_redis_errors():
+                        await self.redis.zrem(queue, *ids)
+                result.outcomes_seen += len(read)
+                if progress:
+                    progress("learn", result.outcomes_seen, max(total, result.outcomes_seen))
+
+    async def _set_aside_wrong_types(self, expected: dict[str, str] | None = None) -> None:
+        """Move aside any of the keys a pass reads that holds the wrong type (edited by hand),
+        so the pass goes on with a fresh one instead of failing on every tick: the shared ones,
+        or those of ``expected`` (key -> type)."""
+        if expected is None:
+            expected = {self.keys.late_outcomes(): "hash", self.keys.agents(): "set",
+                        self.keys.decision_agents(): "set",
+                        **dict.fromkeys(self.keys.signal_logs(), "stream")}
+        if not expected:
+            return
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for key in expected:
@@ -167,8 +192,11 @@ class Consolidator:
             return 0
         archived = await self.store.archived_decision(decision_id)
         if archived is None:
-            async with translate_redis_errors():
-                in_redis = await self.redis.exists(self.keys.decision(decision_id))
+            agent_id = await self.decisions.locate(decision_id)
+            in_redis = 0
+            if agent_id is not None:
+                async with translate_redis_errors():
+                    in_redis = int(await self.redis.exists(self.keys.decision(agent_id, decision_id)))
             if not in_redis:
                 await self.set_aside.fields(key, decision_id, text,
                                             "outcome of a decision neither in Redis nor archived")
@@ -186,42 +214,42 @@ class Consolidator:
             await self.redis.hdel(key, decision_id)
         return counted
 
-    async def _decisions(self, ids: Sequence[str]) -> list[dict[str, str]]:
-        """The stored fields of each decision ({} when gone); a decision key of the wrong type
-        (edited by hand) is set aside and read as gone."""
+    async def _decisions(self, agent_id: str, ids: Sequence[str]) -> list[dict[str, str]]:
+        """The stored fields of each of an agent's decisions ({} when gone); a decision key of
+        the wrong type (edited by hand) is set aside and read as gone."""
         async with translate_redis_errors():
             pipe = self.redis.pipeline(transaction=False)
             for decision_id in ids:
-                pipe.hgetall(self.keys.decision(decision_id))
+                pipe.hgetall(self.keys.decision(agent_id, decision_id))
             rows = await pipe.execute(raise_on_error=False)
         found: list[dict[str, str]] = []
         for decision_id, row in zip(ids, rows, strict=True):
             if isinstance(row, redis_errors.ResponseError) and "WRONGTYPE" in str(row):
-                await self.set_aside.rename(self.keys.decision(decision_id), "a decision that is not a hash")
+                await self.set_aside.rename(self.keys.decision(agent_id, decision_id),
+                                            "a decision that is not a hash")
                 row = {}
             elif isinstance(row, Exception):
                 raise RedisUnavailable(f"Redis error: {row}")
             found.append(row)
         return found
 
-    async def _decision(self, decision_id: str, fields: dict[str, str]) -> DecisionRecord | None:
+    async def _decision(self, agent_id: str, decision_id: str,
+                        fields: dict[str, str]) -> DecisionRecord | None:
         if fields:
             try:
                 return DecisionRecord.from_fields(fields)
             except (KeyError, ValueError) as exc:
-                await self.set_aside.note(self.keys.decision(decision_id),
+                await self.set_aside.note(self.keys.decision(agent_id, decision_id),
                                           f"unreadable decision, not learned from: {exc}")
                 return None
         archived = await self.store.archived_decision(decision_id)  # archived before it was learned
         return archived[0] if archived else None
 
-    async def archive(self, epoch: int, token: str, result: PassResult, progress: Progress | None) -> None:
+    async def archive(self, epoch: int, result: PassResult, progress: Progress | None,
+                      agents: Sequence[str] | None = None) -> None:
         """Move decisions older than the STM window from Redis into the store."""
         cutoff = now_s() - self.settings.stm_window_s
-        async with translate_redis_errors():
-            members = sorted(text_set(await self.redis.smembers(self.keys.decision_agents())))
-        agents = await self.set_aside.valid(self.keys.decision_agents(), members, check_agent_id,
-                                            "an agent id")
+        agents = await self.decision_agents() if agents is None else agents
         async with translate_redis_errors():
             total = 0
             for agent_id in agents:
@@ -236,23 +264,23 @@ class Consolidator:
                 if not read:
                     break
                 ids = await self.set_aside.valid(index, read, check_item_id, "a decision id", scores=True)
-                rows = await self._decisions(ids)
+                rows = await self._decisions(agent_id, ids)
                 async with translate_redis_errors():
                     pipe = self.redis.pipeline(transaction=False)
                     for decision_id in ids:
-                        pipe.smembers(self.keys.decision_signals(decision_id))
+                        pipe.smembers(self.keys.decision_signals(agent_id, decision_id))
                     signal_sets = await pipe.execute(raise_on_error=False)
                 batch, unreadable = [], []
                 for n, decision_id in enumerate(ids):
                     fields = rows[n]
                     caused = signal_sets[n] if isinstance(signal_sets[n], set) else set()
-                    record = await self._decision(decision_id, fields) if fields else None
+                    record = await self._decision(agent_id, decision_id, fields) if fields else None
                     if record is None:
                         unreadable.append(decision_id)
                         continue
                     batch.append((record, sorted(caused)))
                 result.archived += await self.store.archive(batch, epoch)
-                await self._delete_from_redis(agent_id, token,
+                await self._delete_from_redis(agent_id, epoch,
                                               [(r.decision_id, r.decision_type) for r, _ in batch])
                 if unreadable:  # left in Redis for a person to look at, out of the index
                     result.skipped += len(unreadable)
@@ -262,19 +290,28 @@ class Consolidator:
                 if progress:
                     progress("archive", done, max(total, done))
 
-    async def _delete_from_redis(self, agent_id: str, token: str, ids: list[tuple[str, str]]) -> None:
-        """Delete archived decisions (id, type) and their index entries, if still the leader."""
+    async def _delete_from_redis(self, agent_id: str, epoch: int, ids: list[tuple[str, str]]) -> None:
+        """Delete an agent's archived decisions (id, type): their locators first, then the
+        decisions and their index entries in one script in the agent's slot, unless a
+        coordinator of a newer epoch has deleted there (NotLeader). Cut short in between, the
+        decisions are found from their agent's indexes only, and by id in the archive, which
+        holds them; the next pass archives them again (kept once) and deletes them."""
         if not ids:
             return
-        keys = [self.keys.lease(), *(self.keys.decision_index(agent_id, None, r) for r in INDEX_RESULTS)]
+        async with translate_redis_errors():
+            await self.redis.delete(*(self.keys.decision_at(decision_id) for decision_id, _ in ids))
+        keys = [self.keys.fence(agent_id),
+                *(self.keys.decision_index(agent_id, None, r) for r in INDEX_RESULTS)]
         for decision_id, decision_type in ids:
-            keys += [self.keys.decision(decision_id), self.keys.decision_signals(decision_id),
+            keys += [self.keys.decision(agent_id, decision_id),
+                     self.keys.decision_signals(agent_id, decision_id),
                      *(self.keys.decision_index(agent_id, indexed_type(decision_type), r)
                        for r in INDEX_RESULTS)]
         async with translate_redis_errors():
             try:
-                await self._delete(keys=keys, args=[token, *(decision_id for decision_id, _ in ids)])
+                await self._delete(keys=keys, args=[epoch, *(decision_id for decision_id, _ in ids)])
             except redis_errors.ResponseError as exc:
-                if "NOT_LEADER" in str(exc):
-                    raise NotLeader("lost the coordinator lease during archival; stopping") from None
+                if "STALE_EPOCH" in str(exc):
+                    raise NotLeader(f"a coordinator of a newer epoch than {epoch} archived decisions "
+                                    f"of {agent_id} meanwhile; stopping") from None
                 raise

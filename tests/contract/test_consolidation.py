@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hivebus.domain.errors import AlreadyRecorded, NotLeader
+from hivebus.domain.errors import AlreadyRecorded, NotLeader, RedisUnavailable
 from hivebus.domain.keys import Keys
 from hivebus.memory.decisions import DecisionLog
 from hivebus.service.consolidation import Consolidator
@@ -95,7 +95,8 @@ async def test_archival_moves_old_decisions_and_queries_span_both(
     assert result.archived == 5
     keys = Keys(settings.namespace)
     for decision_id in old:
-        assert not await redis.exists(keys.decision(decision_id))
+        assert not await redis.exists(keys.decision("te-1", decision_id))
+        assert not await redis.exists(keys.decision_at(decision_id))  # its locator went after it
     assert await redis.zcard(keys.decisions("te-1")) == 3
     spanning = DecisionLog(redis, settings, archive=store)
     assert [d.decision_id for d in await spanning.query("te-1", limit=100)] == new[::-1] + old[::-1]
@@ -191,7 +192,8 @@ async def test_an_outcome_after_its_decision_was_archived_is_recorded_and_learne
                                          context={"features": {"whale": "accumulation"}},
                                          timestamp=time.time() - 120)
     first = await Coordinator(redis, settings, store).once()
-    assert first.archived == 1 and not await redis.exists(Keys(settings.namespace).decision(decision_id))
+    assert first.archived == 1
+    assert not await redis.exists(Keys(settings.namespace).decision("te-1", decision_id))
     await log.log_outcome(decision_id, success=True, metrics={"pnl": 3.0})
     with pytest.raises(AlreadyRecorded):
         await log.log_outcome(decision_id, success=False)      # one is queued already
@@ -211,3 +213,56 @@ async def test_an_outcome_after_its_decision_was_archived_is_recorded_and_learne
     with pytest.raises(AlreadyRecorded):
         await DecisionLog(redis, settings, archive=store).log_outcome(decision_id, success=False)
     assert not await redis.exists(Keys(settings.namespace).late_outcomes())
+
+
+async def test_deleting_archived_decisions_is_fenced_per_agent_slot(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Issue 14: the archival script checks no lease (another slot) but the agent's fence: the
+    highest epoch that deleted there. A coordinator of an older epoch is refused there (NotLeader,
+    nothing deleted); the fence rises with a newer one."""
+    settings = coordinator_settings(settings, stm_window_s=3600)
+    keys, log = Keys(settings.namespace), DecisionLog(redis, settings)
+    old = [await log.log_decision("te-1", "TRADE_EXECUTION", timestamp=1_000_000.0 + n) for n in range(2)]
+    consolidator = Consolidator(redis, settings, store)
+    await consolidator._delete_from_redis("te-1", 7, [(old[0], "TRADE_EXECUTION")])
+    assert await redis.get(keys.fence("te-1")) == "7"
+    assert not await redis.exists(keys.decision("te-1", old[0]))
+    with pytest.raises(NotLeader, match="newer epoch than 6"):
+        await consolidator._delete_from_redis("te-1", 6, [(old[1], "TRADE_EXECUTION")])
+    assert await redis.exists(keys.decision("te-1", old[1]))         # nothing deleted
+    assert await redis.zscore(keys.decisions("te-1"), old[1]) is not None
+    await consolidator._delete_from_redis("te-1", 9, [(old[1], "TRADE_EXECUTION")])
+    assert await redis.get(keys.fence("te-1")) == "9"
+    assert await redis.zcard(keys.decisions("te-1")) == 0
+    assert not await redis.exists(keys.fence("rm-1"))                 # per agent
+
+
+async def test_an_archival_cut_short_after_the_locators_reads_from_the_archive_and_completes(
+    redis: Any, settings: Settings, store: SQLiteStore
+) -> None:
+    """Locators are deleted before the decisions: cut short in between, a decision is still in
+    its agent's indexes, read by id from the archive (its outcome queued as a late one); the
+    next pass archives it again (kept once) and deletes it."""
+    settings = coordinator_settings(settings, stm_window_s=3600)
+    keys, log = Keys(settings.namespace), DecisionLog(redis, settings)
+    decision_id = await log.log_decision("te-1", "TRADE_EXECUTION", timestamp=1_000_000.0,
+                                         reasoning={"action": "buy"})
+    consolidator = Consolidator(redis, settings, store)
+
+    async def cut_short(*_: Any, **__: Any) -> Any:
+        raise RedisUnavailable("Redis went away")
+
+    consolidator._delete = cut_short  # type: ignore[assignment]
+    with pytest.raises(RedisUnavailable):
+        await consolidator.run_pass(1)
+    assert not await redis.exists(keys.decision_at(decision_id))
+    assert await redis.exists(keys.decision("te-1", decision_id))
+    spanning = DecisionLog(redis, settings, archive=store)
+    assert (await spanning.get(decision_id)).decision_id == decision_id  # from the archive
+    await spanning.log_outcome(decision_id, success=True)
+    result = await Consolidator(redis, settings, store).run_pass(2)
+    assert result.archived == 0 and result.counted == 1  # archived before: kept once
+    assert not await redis.exists(keys.decision("te-1", decision_id))
+    assert await store.count_archived() == 1
+    assert (await spanning.get(decision_id)).outcome is not None

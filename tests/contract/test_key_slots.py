@@ -67,8 +67,9 @@ def test_slot_function_matches_the_cluster_spec() -> None:
 
 def per_agent_keys(keys: Keys, agent_id: str) -> dict[str, str]:
     """Every key method of Keys that takes an agent id, called for ``agent_id``."""
-    extra = {"instance_id": "host-1-ab12", "item_id": new_id(), "name": "applied:{odd}",
-             "decision_type": "TRADE_EXECUTION", "result": "failed", "event_type": "FILL"}
+    extra = {"instance_id": "host-1-ab12", "item_id": new_id(), "decision_id": new_id(),
+             "name": "applied:{odd}", "decision_type": "TRADE_EXECUTION", "result": "failed",
+             "event_type": "FILL"}
     built: dict[str, str] = {}
     for name, method in inspect.getmembers(Keys, inspect.isfunction):
         params = list(inspect.signature(method).parameters)[1:]

@@ -321,3 +321,61 @@ async def test_episodic_events(redis: Any, settings: Settings) -> None:
     assert len(await events.query("mh-1", event_type="WHALE_SEEN")) == 2
     assert [e["payload"]["note"] for e in await events.query("mh-1", word="buying")] == ["big whale buying"]
     assert len(await events.query("mh-1", since=0, until=4_000_000_000)) == 3
+
+
+async def test_a_decision_lives_in_its_agents_slot_and_is_found_from_its_id(
+    redis: Any, settings: Settings
+) -> None:
+    """Issue 14: a decision's hash, caused-signals set and outcomes queue carry the agent's tag;
+    its locator names the agent, so get, caused_signals, record_caused_signal and log_outcome
+    work from the id alone."""
+    keys, log = Keys(settings.namespace), DecisionLog(redis, settings)
+    decision_id = await log.log_decision("rm-1", "RISK_ASSESSMENT", reasoning={"confidence": 0.5})
+    assert await redis.get(keys.decision_at(decision_id)) == "rm-1"
+    assert await log.locate(decision_id) == "rm-1"
+    assert (await redis.hgetall(keys.decision("rm-1", decision_id)))["agent_id"] == "rm-1"
+    assert await redis.smembers(keys.decision_agents()) == {"rm-1"}
+    signal_id = new_id()
+    assert await log.record_caused_signal(decision_id, signal_id)
+    assert await redis.smembers(keys.decision_signals("rm-1", decision_id)) == {signal_id}
+    assert await log.caused_signals(decision_id) == [signal_id]
+    assert (await log.get(decision_id)).agent_id == "rm-1"
+    await log.log_outcome(decision_id, success=True)
+    assert await redis.zrange(keys.outcomes("rm-1"), 0, -1) == [decision_id]
+    other = await log.log_decision("te-1", "TRADE_EXECUTION")
+    await log.log_outcome(other, success=False)
+    assert await redis.zrange(keys.outcomes("te-1"), 0, -1) == [other]
+    assert await redis.smembers(keys.decision_agents()) == {"rm-1", "te-1"}
+
+
+async def test_a_decision_logged_part_way_reads_as_not_in_redis_and_logging_it_again_completes_it(
+    redis: Any, settings: Settings
+) -> None:
+    """Cut short after its locator (the transaction in the agent's slot not run): nothing reads
+    as a decision, an outcome is queued as for one no longer in Redis, a caused signal is not
+    recorded against it; logging the same id again writes it. An explicit id another agent's
+    decision has is refused."""
+    keys, log = Keys(settings.namespace), DecisionLog(redis, settings)
+    decision_id = new_id()
+    await redis.sadd(keys.decision_agents(), "te-1")
+    await redis.set(keys.decision_at(decision_id), "te-1")  # what log_decision writes first
+    with pytest.raises(NotFound):
+        await log.get(decision_id)
+    assert await log.caused_signals(decision_id) == []
+    assert await log.query("te-1") == []
+    with pytest.raises(NotFound):
+        await log.log_outcome(decision_id, success=True, queue_unknown=False)
+    assert await log.log_decision("te-1", "TRADE_EXECUTION", decision_id=decision_id) == decision_id
+    assert (await log.get(decision_id)).decision_type == "TRADE_EXECUTION"
+    assert await log.log_decision("te-1", "TRADE_EXECUTION", decision_id=decision_id) == decision_id
+    assert len(await log.query("te-1")) == 1
+    with pytest.raises(InvalidInput, match="another agent's"):
+        await log.log_decision("rm-1", "RISK_ASSESSMENT", decision_id=decision_id)
+    assert not await redis.exists(keys.decision("rm-1", decision_id))
+    await redis.delete(keys.decision("te-1", decision_id))  # archived, its locator not yet deleted
+    await log.log_outcome(decision_id, success=True)       # queued for the coordinator
+    assert await redis.hexists(keys.late_outcomes(), decision_id)
+    await redis.delete(keys.decision_at(decision_id))
+    assert not await log.record_caused_signal(decision_id, new_id())
+    assert not await redis.exists(keys.decision_signals("te-1", decision_id))
+

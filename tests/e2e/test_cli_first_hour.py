@@ -52,9 +52,10 @@ def test_bad_data_in_redis_is_one_line_or_shown_escaped(
     client: Any = sync_redis.Redis.from_url(real_server.url)
     keys = Keys(namespace)
     decision_id = "01KAAAAAAAAAAAAAAAAAAAAAAC"
-    client.hset(keys.decision(decision_id), mapping={"decision_id": decision_id, "agent_id": "te-1",
-                                                     "decision_type": "TRADE_EXECUTION", "timestamp": "1",
-                                                     "context": "{bad"})
+    client.set(keys.decision_at(decision_id), "te-1")
+    client.hset(keys.decision("te-1", decision_id), mapping={
+        "decision_id": decision_id, "agent_id": "te-1", "decision_type": "TRADE_EXECUTION",
+        "timestamp": "1", "context": "{bad"})
     shown = run(env, tmp_path, "decision", "show", decision_id)
     lines = shown.stderr.strip().splitlines()
     assert shown.returncode != 0 and len(lines) == 1 and "unreadable" in lines[0], shown.stderr

@@ -51,7 +51,8 @@ def test_publish_to_two_agents_is_processed_by_both(
         assert raw.xinfo_groups(keys.inbox(agent))[0]["name"] == agent
     # the risk manager answered with a RISK_ASSESSMENT, caused by a decision our signal triggered
     [answer] = [f for _, f in raw.xrange(keys.inbox("te-1")) if f["type"] == "RISK_ASSESSMENT"]
-    decision = raw.hgetall(keys.decision(answer["causation_id"]))
+    assert raw.get(keys.decision_at(answer["causation_id"])) == "rm-1"
+    decision = raw.hgetall(keys.decision("rm-1", answer["causation_id"]))
     assert decision["decision_type"] == "RISK_ASSESSMENT"
     assert decision["triggered_by"] == signal_id
 

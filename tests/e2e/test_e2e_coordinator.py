@@ -64,7 +64,7 @@ def test_killed_mid_pass_loses_and_duplicates_nothing(
     in_redis = set(raw.zrange(keys.decisions("te-1"), 0, -1))
     assert not in_redis & archived
     assert in_redis | archived == every_id
-    assert all(raw.exists(keys.decision(d)) for d in list(in_redis)[:200])
+    assert all(raw.exists(keys.decision("te-1", d)) for d in list(in_redis)[:200])
     raw.close()
 
 

@@ -82,7 +82,7 @@ async def test_agent_credentials_are_limited_by_redis(acl_server: RedisServer, n
         # a1 logs a decision and, once it is archived (gone from Redis), its late outcome
         decisions = DecisionLog(as_a1, settings)
         decision_id = await decisions.log_decision("a1", "TRADE_EXECUTION")
-        await admin.delete(keys.decision(decision_id))
+        await admin.delete(keys.decision("a1", decision_id))
         await decisions.log_outcome(decision_id, success=True)
         assert await admin.hexists(keys.late_outcomes(), decision_id)
     finally:

@@ -28,10 +28,10 @@ async def plant_bad_records(redis: Any, keys: Keys) -> str:
     ids, an outcome-queue member that is not a decision id, a decision key holding a string."""
     await redis.sadd(keys.agents(), BAD_AGENT)
     await redis.sadd(keys.decision_agents(), "../../etc")
-    await redis.zadd(keys.outcomes(), {"not-a-decision-id": 0})
+    await redis.zadd(keys.outcomes("te-1"), {"not-a-decision-id": 0})
     string_decision = "01KAAAAAAAAAAAAAAAAAAAAAAA"
-    await redis.set(keys.decision(string_decision), "edited by hand")
-    await redis.zadd(keys.outcomes(), {string_decision: 0})
+    await redis.set(keys.decision("te-1", string_decision), "edited by hand")
+    await redis.zadd(keys.outcomes("te-1"), {string_decision: 0})
     return string_decision
 
 
@@ -51,12 +51,12 @@ async def test_bad_records_are_set_aside_and_the_pass_goes_on(
     reasons = {(r["key"], r["member"]): r["reason"] for r in records}
     assert reasons[(keys.agents(), BAD_AGENT)] == "not an agent id"
     assert reasons[(keys.decision_agents(), "../../etc")] == "not an agent id"
-    assert reasons[(keys.outcomes(), "not-a-decision-id")] == "not a decision id"
-    [moved] = [r for r in records if r["key"] == keys.decision(string_decision)]
+    assert reasons[(keys.outcomes("te-1"), "not-a-decision-id")] == "not a decision id"
+    [moved] = [r for r in records if r["key"] == keys.decision("te-1", string_decision)]
     assert moved["reason"] == "a decision that is not a hash"
     assert await redis.get(moved["moved_to"]) == "edited by hand"   # content kept
     assert not await redis.sismember(keys.agents(), BAD_AGENT)
-    assert await redis.zcard(keys.outcomes()) == 0
+    assert await redis.zcard(keys.outcomes("te-1")) == 0
     assert (await Coordinator(redis, settings, store).once()).counted == 0  # and again: no error
     assert await SetAside(redis, keys).clear(everything=True) == len(records)
 
@@ -65,14 +65,19 @@ async def test_a_shared_key_of_the_wrong_type_is_moved_aside_and_the_pass_goes_o
     redis: Any, settings: Settings, store: SQLiteStore
 ) -> None:
     keys = Keys(settings.namespace)
-    await redis.set(keys.outcomes(), "edited by hand")
     await redis.lpush(keys.decision_agents(), "x")
+    await redis.set(keys.late_outcomes(), "edited by hand")
+    await Coordinator(redis, settings, store).once()
+    await redis.sadd(keys.decision_agents(), "te-1")  # a set again: te-1's queue is read next
+    await redis.set(keys.outcomes("te-1"), "edited by hand")
     await Coordinator(redis, settings, store).once()
     records = {r["key"]: r for r in await SetAside(redis, keys).list()}
-    assert records[keys.outcomes()]["reason"] == "a string where a zset belongs"
+    assert records[keys.outcomes("te-1")]["reason"] == "a string where a zset belongs"
     assert records[keys.decision_agents()]["reason"] == "a list where a set belongs"
-    assert await redis.get(records[keys.outcomes()]["moved_to"]) == "edited by hand"
-    assert not await redis.exists(keys.outcomes())
+    assert records[keys.late_outcomes()]["reason"] == "a string where a hash belongs"
+    assert await redis.get(records[keys.outcomes("te-1")]["moved_to"]) == "edited by hand"
+    assert await redis.get(records[keys.late_outcomes()]["moved_to"]) == "edited by hand"
+    assert not await redis.exists(keys.outcomes("te-1"))
 
 
 async def test_listing_agents_skips_and_names_a_bad_registry_member(redis: Any, settings: Settings) -> None:

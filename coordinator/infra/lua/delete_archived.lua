@@ -1,11 +1,18 @@
--- Delete decisions the store has archived from Redis, if this coordinator still holds the lease
--- (else NOT_LEADER, and nothing is deleted). Called by hivebus.service.consolidation.
--- KEYS: 1 lease, 2-5 the agent's decision indexes (all, pending, ok, failed), then per decision
---       its hash, its caused-signals set and its type's four indexes.
--- ARGV: 1 lease token, then the decision ids.
+-- Delete decisions the store has archived from Redis, in one agent's slot, unless a coordinator
+-- of a newer epoch has deleted there already (else STALE_EPOCH <fence>, and nothing is deleted).
+-- Called by hivebus.service.consolidation. The durable store's epoch is the main guard (a
+-- deposed leader's archive write is refused before it gets here); this fence keeps its late
+-- deletions out of a slot a newer leader has worked in, without reading the lease (another slot).
+-- KEYS: 1 the agent's fence (highest epoch that deleted here), 2-5 the agent's decision indexes
+--       (all, pending, ok, failed), then per decision its hash, its caused-signals set and its
+--       type's four indexes.
+-- ARGV: 1 the coordinator's epoch, then the decision ids.
 -- Returns how many decision ids it was given (each one deleted).
 
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('NOT_LEADER') end
+local epoch = tonumber(ARGV[1])
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if not epoch or epoch < fence then return redis.error_reply('STALE_EPOCH ' .. fence) end
+if epoch > fence then redis.call('SET', KEYS[1], ARGV[1]) end
 for i = 2, #ARGV do
   local base = 6 + 6 * (i - 2)
   redis.call('DEL', KEYS[base], KEYS[base + 1])

@@ -1,7 +1,8 @@
 -- Attach the outcome of a decision, once: move it from the agent's pending indexes to the ok
 -- or failed ones and queue it for the coordinator's learning pass.
--- Called by hivebus.memory.decisions (DecisionLog.log_outcome).
--- KEYS: 1 decision hash, 2 outcomes queue of the coordinator, 3 agent's pending index, 4 its
+-- Called by hivebus.memory.decisions (DecisionLog.log_outcome), which found the decision's
+-- agent from its locator: every key is in that agent's slot.
+-- KEYS: 1 decision hash, 2 the agent's outcomes queue, 3 agent's pending index, 4 its
 --       pending index of this type, 5 its ok / failed index, 6 the same of this type.
 -- ARGV: 1 outcome JSON, 2 success (1/0), 3 decision id, 4 now
 -- Returns 1; UNKNOWN_DECISION or HAS_OUTCOME as errors, before any write.
