@@ -227,9 +227,20 @@ class Keys:
         """ZSET item id -> timestamp of an agent's private memory items."""
         return f"{self.namespace}:stm:{tag(agent_id)}"
 
-    def shared_item_prefix(self) -> str:
-        """Prefix of shared memory item keys."""
-        return f"{self.namespace}:shared:"
+    def shared_scope(self, viewer: str) -> str:
+        """Prefix of the indexes of the items shared with ``viewer`` (an agent id), or with
+        everyone (``*``): ``hive:shared:{<agent>}`` / ``hive:shared:{*}``, in that tag's slot."""
+        label = "{*}" if viewer == "*" else tag(viewer)
+        return f"{self.namespace}:shared:{label}"
+
+    def shared_item_prefix(self, viewer: str) -> str:
+        """Prefix of the item hashes of one shared scope: each scope keeps its own copy of an
+        item, in its slot, so storing and purging it touch one slot."""
+        return f"{self.shared_scope(viewer)}:item:"
+
+    def shared_item(self, viewer: str, item_id: str) -> str:
+        """HASH of one shared memory item, the copy of the scope of ``viewer`` (agent id or ``*``)."""
+        return f"{self.shared_item_prefix(viewer)}{check_item_id(item_id)}"
 
     # --- decisions and events ------------------------------------------------------------------
     def decision(self, agent_id: str, decision_id: str) -> str:

@@ -2,10 +2,12 @@
 
 Each item is a hash with its own key-level TTL (``PEXPIRE``, so it works on Redis 6.2).
 Items are private to their agent unless written with a list of agents (or ``*``) that
-may read them. Every read goes through indexes (:mod:`hivebus.memory.stm_index`): recall
-reads the best-ranked items of the lists that can hold the answer until it is sure of it,
-``recent`` pages a time index, so what a read costs follows its answer, not the history.
-The ranking rule is in :mod:`hivebus.domain.scoring`.
+may read them; a shared item is stored in the scope of each agent it names and of its owner
+(or once for everyone), a copy per scope, so storing it in a scope and purging it from one
+touch keys of one Redis Cluster slot. Every read goes through indexes
+(:mod:`hivebus.memory.stm_index`): recall reads the best-ranked items of the lists that can
+hold the answer until it is sure of it, ``recent`` pages a time index, so what a read costs
+follows its answer, not the history. The ranking rule is in :mod:`hivebus.domain.scoring`.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ class ShortTermMemory:
         for scope in self.scopes(include_shared):
             async for rows in self._pages(scope, scope.times, self.clock() - self.settings.stm_window_s):
                 for item_id, fields in rows:
-                    found.setdefault(scope.item(item_id), (item_id, fields))
+                    found.setdefault(item_id, (item_id, fields))
         return _build(found.values())
 
     async def _pages(self, scope: Scope, index: str, since: float) -> AsyncIterator[list[Row]]:
@@ -252,8 +254,8 @@ class ShortTermMemory:
             fresh: dict[int, list[tuple[str, float]]] = {}
             for (n, cursor), members in zip(reading, pages, strict=True):
                 for item_id, key in cursor.advance(members):
-                    if searches[n].scope.item(item_id) not in met:
-                        met.add(searches[n].scope.item(item_id))
+                    if item_id not in met:
+                        met.add(item_id)
                         fresh.setdefault(n, []).append((item_id, key))
             estimates += await self._estimate(searches, fresh, now, since, kind, symbol, query_words)
             estimates.sort(key=lambda e: (-e.low, -e.timestamp))
@@ -382,7 +384,7 @@ class ShortTermMemory:
                     timestamp = _timestamp(fields) if _matches(fields, kind, symbol) else None
                     built = _build([(item_id, fields)]) if fields and timestamp is not None else []
                     if built and timestamp is not None:
-                        newest.setdefault(scope.item(item_id), (timestamp, built[0]))
+                        newest.setdefault(item_id, (timestamp, built[0]))
                         found += 1
                 start += sum(1 for fields in rows if fields)  # the gone ones left the index
                 if len(ids) < n:
@@ -442,8 +444,9 @@ class ShortTermMemory:
                 return purged
 
     async def purge(self, scope: Scope, ids: Sequence[str], also: Sequence[str] = ()) -> None:
-        """Delete items and every index entry of theirs (found through the terms hash), in one
-        transaction; ``also``: indexes to remove them from even when their terms were lost."""
+        """Delete items (this scope's copies) and every index entry of theirs (found through the
+        terms hash), in one transaction in the scope's slot; ``also``: indexes of the scope to
+        remove them from even when their terms were lost."""
         if not ids:
             return
         async with translate_redis_errors():

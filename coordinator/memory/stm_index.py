@@ -4,7 +4,9 @@ A *scope* is a set of items one reader searches: an agent's private items
 (``hive:stm:{<agent>}``), or the shared items visible to one agent
 (``hive:shared:{<agent>}``) or to everyone (``hive:shared:{*}``). A shared item is indexed
 in the scope of each agent it is shared with (and its owner's), so a reader finds it
-without looking at anyone else's. Per scope, keyed under its prefix ``<p>``:
+without looking at anyone else's. Each scope keeps its own copy of the item's hash
+(``<p>:item:<id>``; a private item's is ``hive:stm:{<agent>}:<id>``), so every key of a scope is
+in one Redis Cluster slot. Per scope, keyed under its prefix ``<p>``:
 
 * ``<p>`` ZSET id -> timestamp; ``<p>:kt:<kind>``, ``<p>:st:<symbol>``,
   ``<p>:kst:<len>:<kind>:<symbol>`` the same per kind, symbol and both: ``recent``.
@@ -37,7 +39,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from hivebus.domain.keys import Keys, tag
+from hivebus.domain.keys import Keys
 
 TERMS_SEPARATOR = "\x1f"
 FIRST_PAGE = 32
@@ -69,7 +71,7 @@ class Scope:
     """The keys of one searchable set of items (see the module docstring)."""
 
     prefix: str  # "<ns>:stm:{agent}" or "<ns>:shared:{agent}" / "<ns>:shared:{*}"
-    item_prefix: str  # prefix of the item hashes: "<ns>:stm:{agent}:" or "<ns>:shared:"
+    item_prefix: str  # prefix of the item hashes: "<ns>:stm:{agent}:" or "<prefix>:item:"
 
     @classmethod
     def private(cls, keys: Keys, agent_id: str) -> Scope:
@@ -78,9 +80,9 @@ class Scope:
 
     @classmethod
     def shared(cls, keys: Keys, viewer: str) -> Scope:
-        """Shared items visible to ``viewer`` (an agent id, or ``*``: shared with everyone)."""
-        label = "{*}" if viewer == "*" else tag(viewer)
-        return cls(f"{keys.namespace}:shared:{label}", keys.shared_item_prefix())
+        """Shared items visible to ``viewer`` (an agent id, or ``*``: shared with everyone). The
+        scope keeps its own copy of each item's hash, so every key of it is in one slot."""
+        return cls(keys.shared_scope(viewer), keys.shared_item_prefix(viewer))
 
     def item(self, item_id: str) -> str:
         return self.item_prefix + item_id

@@ -379,3 +379,24 @@ async def test_a_decision_logged_part_way_reads_as_not_in_redis_and_logging_it_a
     assert not await log.record_caused_signal(decision_id, new_id())
     assert not await redis.exists(keys.decision_signals("te-1", decision_id))
 
+
+async def test_a_shared_item_is_kept_in_each_scope_it_is_shared_into(redis: Any, settings: Settings) -> None:
+    """Issue 14: each scope holds its own copy of a shared item, in its slot
+    (``hive:shared:{<agent>}:item:<id>``, ``hive:shared:{*}:item:<id>``), so storing and purging
+    touch one slot; purging one scope's copy leaves the others."""
+    from hivebus.memory.stm_index import Scope
+
+    keys = Keys(settings.namespace)
+    writer = ShortTermMemory(redis, settings, "mh-1")
+    item_id = await writer.remember("note", "for the risk manager", shared_with=["rm-1"])
+    everyone = await writer.remember("note", "for everyone", shared_with=["*"])
+    for viewer in ("rm-1", "mh-1"):
+        assert await redis.hget(keys.shared_item(viewer, item_id), "content") == "for the risk manager"
+    assert await redis.hget(keys.shared_item("*", everyone), "content") == "for everyone"
+    assert not await redis.exists(keys.shared_item("*", item_id), keys.shared_item("rm-1", everyone))
+    assert 0 < await redis.pttl(keys.shared_item("rm-1", item_id)) <= settings.stm_ttl_s * 1000
+    reader = ShortTermMemory(redis, settings, "rm-1")
+    await reader.purge(Scope.shared(keys, "rm-1"), [item_id])
+    assert not await redis.exists(keys.shared_item("rm-1", item_id))
+    assert {i.content for i in await reader.items()} == {"for everyone"}
+    assert {i.content for i in await writer.items()} == {"for the risk manager", "for everyone"}

@@ -261,7 +261,11 @@ KEY_NAMES: list[tuple[str, tuple[Any, ...], str]] = [
     ("memory_item", ("a-1", SID), f"ns:stm:{{a-1}}:{SID}"),
     ("memory_item_prefix", ("a-1",), "ns:stm:{a-1}:"),
     ("memory_index", ("a-1",), "ns:stm:{a-1}"),
-    ("shared_item_prefix", (), "ns:shared:"),
+    ("shared_scope", ("a-1",), "ns:shared:{a-1}"),
+    ("shared_scope", ("*",), "ns:shared:{*}"),
+    ("shared_item_prefix", ("a-1",), "ns:shared:{a-1}:item:"),
+    ("shared_item_prefix", ("*",), "ns:shared:{*}:item:"),
+    ("shared_item", ("a-1", SID), f"ns:shared:{{a-1}}:item:{SID}"),
     ("decision", ("a-1", SID), f"ns:decision:{{a-1}}:{SID}"),
     ("decision_signals", ("a-1", SID), f"ns:decision:{{a-1}}:{SID}:signals"),
     ("decision_at", (SID,), f"ns:decision-at:{SID}"),
@@ -293,6 +297,7 @@ def test_key_names(method: str, args: tuple[Any, ...], key: str) -> None:
     ("subscribers", ("ping",)), ("signal", ("x",)), ("memory_item", ("a-1", "x")),
     ("decision", ("a-1", "x")), ("decision", ("a b", SID)), ("decision_signals", ("a-1", "x")),
     ("decision_at", ("x",)), ("outcomes", ("a:b",)), ("fence", ("{x}",)),
+    ("shared_scope", ("a b",)), ("shared_item", ("*", "x")),
     ("decision_index", ("a-1", "bad type")), ("events", ("a-1", "bad type")), ("inbox", ("*",)),
 ])
 def test_keys_check_their_ids(method: str, args: tuple[Any, ...]) -> None:
