@@ -5,6 +5,17 @@ process of it is an *instance* with a heartbeat key that expires unless refreshe
 Liveness is read from the heartbeat keys, so a SIGKILLed process is seen dead as
 soon as its heartbeat TTL runs out; the coordinator then removes the dead instance
 and marks the agent ``dead`` when none of its instances is left.
+
+The agent's own keys (its hash, with ``subscriptions``; instances; heartbeats) are in its Redis
+Cluster slot, the agents set and the subscriber sets in the registry's (``{~registry}``), so a
+registration is a transaction in each, in an order that keeps one rule at every instant: **an
+agent is in a subscriber set only while its hash lists that type** (it leaves the sets of the
+types it drops before its hash changes, and joins those of its types after). It joins the agents
+set after its hash exists, and leaves it last when removed. Interrupted part-way (the process
+died, Redis went away), what is left reads as the registration before (or the removal not
+done yet), and the coordinator's pass (:meth:`Registry.repair`) completes it: a registered
+agent with no live replica is added to the subscriber sets its hash lists, and an agents-set
+member whose hash and instances are gone (a removal cut short) leaves the registry.
 """
 
 from __future__ import annotations
@@ -12,12 +23,19 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from hivebus.domain.clock import now_s
 from hivebus.domain.errors import InvalidInput, NotFound
-from hivebus.domain.keys import AGENT_ID_RE, SIGNAL_SHARDS, Keys, check_agent_id, check_signal_type
+from hivebus.domain.keys import (
+    AGENT_ID_RE,
+    SIGNAL_SHARDS,
+    SIGNAL_TYPE_RE,
+    Keys,
+    check_agent_id,
+    check_signal_type,
+)
 from hivebus.infra.redis_errors import Redis, text_or_none, text_set, translate_redis_errors
 from hivebus.settings import Settings
 
@@ -81,14 +99,22 @@ class Registry:
         subscriptions: tuple[str, ...],
         version: str,
     ) -> None:
-        """Register (or re-register) ``agent_id`` and start ``instance``'s heartbeat."""
+        """Register (or re-register) ``agent_id`` and start ``instance``'s heartbeat: out of the
+        subscriber sets of the types it no longer handles, then its hash, instance and heartbeat
+        (one transaction in its slot), then into the agents set and the subscriber sets of its
+        types (one in the registry's)."""
         check_agent_id(agent_id)
         subs = tuple(sorted({check_signal_type(s) for s in subscriptions}))
         agent_key = self.keys.agent(agent_id)
         async with translate_redis_errors():
             previous = text_or_none(await self.redis.hget(agent_key, "subscriptions")) or ""
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.sadd(self.keys.agents(), agent_id)
+            dropped = sorted(set(filter(None, previous.split(","))) - set(subs))
+            if dropped:
+                pipe = self.redis.pipeline(transaction=True)  # the registry's slot
+                for old in dropped:
+                    pipe.srem(self.keys.subscribers(old), agent_id)
+                await pipe.execute()
+            pipe = self.redis.pipeline(transaction=True)  # the agent's slot
             pipe.hsetnx(agent_key, "registered_at", f"{now_s():.3f}")
             pipe.hset(
                 agent_key,
@@ -100,10 +126,6 @@ class Registry:
                     "last_seen": f"{now_s():.3f}",
                 },
             )
-            for old in set(filter(None, previous.split(","))) - set(subs):
-                pipe.srem(self.keys.subscribers(old), agent_id)
-            for sub in subs:
-                pipe.sadd(self.keys.subscribers(sub), agent_id)
             pipe.hset(self.keys.instances(agent_id), instance.instance_id, _instance_json(instance))
             pipe.set(
                 self.keys.heartbeat(agent_id, instance.instance_id),
@@ -111,18 +133,23 @@ class Registry:
                 px=int(self.settings.heartbeat_ttl_s * 1000),
             )
             await pipe.execute()
+            pipe = self.redis.pipeline(transaction=True)  # the registry's slot
+            pipe.sadd(self.keys.agents(), agent_id)
+            for sub in subs:
+                pipe.sadd(self.keys.subscribers(sub), agent_id)
+            await pipe.execute()
 
     async def register_publisher(self, agent_id: str) -> None:
         """Register a source that only publishes (the CLI's ``cli``), so that replies to what it
         publishes are accepted and wait in its inbox; a real agent of that id is left as it is."""
         agent_key = self.keys.agent(check_agent_id(agent_id))
         async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.sadd(self.keys.agents(), agent_id)
+            pipe = self.redis.pipeline(transaction=True)  # the agent's slot, then the registry's
             pipe.hsetnx(agent_key, "registered_at", f"{now_s():.3f}")
             pipe.hsetnx(agent_key, "type", "publisher")
             pipe.hsetnx(agent_key, "status", "stopped")
             await pipe.execute()
+            await self.redis.sadd(self.keys.agents(), agent_id)
 
     async def heartbeat(self, agent_id: str, instance: Instance) -> None:
         """Refresh ``instance``'s heartbeat key: one command, so an idle agent costs little.
@@ -156,14 +183,62 @@ class Registry:
         if alive and not force:
             raise InvalidInput(f"agent {agent_id!r} has {len(alive)} live replica(s) "
                                f"({', '.join(alive)}): stop them first, or --force")
-        async with translate_redis_errors():
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.srem(self.keys.agents(), agent_id)
-            for signal_type in info.subscriptions:
-                pipe.srem(self.keys.subscribers(signal_type), agent_id)
-            pipe.delete(self.keys.agent(agent_id), self.keys.instances(agent_id))
-            await pipe.execute()
+        await self.unregister(agent_id, info.subscriptions)
         return info
+
+    async def unregister(self, agent_id: str, subscriptions: Iterable[str]) -> None:
+        """Take ``agent_id`` out of the registry for good, in three steps: out of the subscriber
+        sets of ``subscriptions`` (its hash's), then its hash and instances deleted (its slot),
+        then out of the agents set. Cut short after the first, the agent is still registered
+        (the pass adds it to its sets again, as its hash says, and a removal can run again);
+        after the second, the pass finishes it."""
+        check_agent_id(agent_id)
+        types = _signal_types(subscriptions)
+        async with translate_redis_errors():
+            if types:
+                pipe = self.redis.pipeline(transaction=True)  # the registry's slot
+                for signal_type in types:
+                    pipe.srem(self.keys.subscribers(signal_type), agent_id)
+                await pipe.execute()
+            await self.redis.delete(self.keys.agent(agent_id), self.keys.instances(agent_id))
+            await self.redis.srem(self.keys.agents(), agent_id)
+
+    async def repair(self) -> int:
+        """Complete registrations and removals cut short (see the module docstring); return how
+        many agents it changed. Agents with a live replica are left alone (theirs finished: a
+        registration that fails stops the replica)."""
+        infos = [info for info in await self.list_agents() if not info.alive]
+        if not infos:
+            return 0
+        async with translate_redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for info in infos:
+                pipe.exists(self.keys.agent(info.agent_id), self.keys.instances(info.agent_id))
+                for signal_type in _signal_types(info.subscriptions):
+                    pipe.sismember(self.keys.subscribers(signal_type), info.agent_id)
+            found = iter(await pipe.execute())
+            missing: list[tuple[str, str]] = []  # (signal type, agent) its hash lists, not in the set
+            gone: list[str] = []  # agents-set members with neither a hash nor instances
+            for info in infos:
+                if not int(next(found)):
+                    gone.append(info.agent_id)
+                for signal_type in _signal_types(info.subscriptions):
+                    if not next(found):
+                        missing.append((signal_type, info.agent_id))
+            if gone:  # looked at again just before: registering (hash first) brings one back
+                pipe = self.redis.pipeline(transaction=False)
+                for agent_id in gone:
+                    pipe.exists(self.keys.agent(agent_id), self.keys.instances(agent_id))
+                gone = [a for a, n in zip(gone, await pipe.execute(), strict=True) if not int(n)]
+            if not missing and not gone:
+                return 0
+            pipe = self.redis.pipeline(transaction=True)  # the registry's slot
+            for signal_type, agent_id in missing:
+                pipe.sadd(self.keys.subscribers(signal_type), agent_id)
+            if gone:
+                pipe.srem(self.keys.agents(), *gone)
+            await pipe.execute()
+        return len({a for _, a in missing} | set(gone))
 
     async def get(self, agent_id: str) -> AgentInfo:
         """One registered agent with its instances' liveness. Raises NotFound, InvalidId."""
@@ -230,6 +305,12 @@ class Registry:
                         "status": "dead", "last_seen": f"{now_s() - self.settings.heartbeat_ttl_s:.3f}"})
             removed += [(info.agent_id, i) for i in dead]
         return removed
+
+
+def _signal_types(subscriptions: Iterable[str]) -> list[str]:
+    """The signal types of a hash's ``subscriptions``, sorted; one edited by hand into something
+    that is not a type is left out (it has no subscriber set)."""
+    return sorted({t for t in subscriptions if SIGNAL_TYPE_RE.fullmatch(t)})
 
 
 def _instance_json(instance: Instance) -> str:

@@ -58,6 +58,7 @@ class PassResult:
     agents_removed: int = 0
     memories_removed: int = 0
     memories_purged: int = 0
+    registry_repaired: int = 0
 
     def summary(self) -> str:
         """One line for people."""
@@ -68,7 +69,9 @@ class PassResult:
                 + f"; retention: {self.expired} signal(s) expired unprocessed, {self.trimmed} stream "
                 f"entries trimmed, {self.agents_removed} dead agent(s) removed, "
                 f"{self.memories_removed} faded memory item(s) removed, {self.memories_purged} "
-                f"expired one(s) purged from the indexes")
+                f"expired one(s) purged from the indexes"
+                + (f"; {self.registry_repaired} registration(s) cut short completed"
+                   if self.registry_repaired else ""))
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -106,6 +109,7 @@ class Consolidator:
         result.expired, result.trimmed = retained.expired, retained.trimmed
         result.agents_removed, result.memories_removed = retained.agents_removed, retained.memories_removed
         result.memories_purged = retained.memories_purged
+        result.registry_repaired = retained.registry_repaired
         return result
 
     async def decision_agents(self) -> list[str]:

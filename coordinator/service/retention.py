@@ -8,6 +8,7 @@
   as they settle; nothing unsettled is ever trimmed.)
 * **Dead agents** (no live replica, status ``dead``, unseen for the grace period) leave
   the registry and their subscriptions. Stopped agents stay: their signals wait for them.
+  Registrations and removals cut short are completed first (:meth:`Registry.repair`).
 * **Short-term memory**: the index entries of items that expired are purged (each agent's
   own and shared scopes, a bounded batch per round trip), and, with
   ``HIVEBUS_STM_CLEANUP_MIN_SCORE`` > 0, items whose decayed score fell below it are removed.
@@ -41,6 +42,7 @@ class RetentionResult:
     agents_removed: int = 0
     memories_removed: int = 0
     memories_purged: int = 0
+    registry_repaired: int = 0
 
 
 class Retention:
@@ -71,6 +73,7 @@ class Retention:
                     get_logger().warning("retention skipped an inbox", agent_id=agent_id, error=str(exc))
             for log in self.keys.signal_logs():
                 result.trimmed += int(await self.redis.xtrim(log, minid=cutoff_ms, approximate=False))
+        result.registry_repaired = await self.registry.repair()
         await self._remove_dead_agents(result)
         purged: set[str] = set()
         for agent_id in agents:
@@ -103,11 +106,5 @@ class Retention:
         for info in await self.registry.list_agents():
             if info.status != "dead" or info.alive or (info.last_seen or 0) > horizon:
                 continue
-            async with translate_redis_errors():
-                pipe = self.redis.pipeline(transaction=True)
-                pipe.srem(self.keys.agents(), info.agent_id)
-                for signal_type in info.subscriptions:
-                    pipe.srem(self.keys.subscribers(signal_type), info.agent_id)
-                pipe.delete(self.keys.agent(info.agent_id), self.keys.instances(info.agent_id))
-                await pipe.execute()
+            await self.registry.unregister(info.agent_id, info.subscriptions)
             result.agents_removed += 1

@@ -69,8 +69,8 @@ def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
 
     # --- consuming: register, read with XREADGROUP, settle with the SETTLE script ----------
     agent, consumer = "outsider", "outsider-1"
-    cli("SADD", keys.agents(), agent)
     cli("HSET", keys.agent(agent), "type", "foreign", "status", "active", "subscriptions", "")
+    cli("SADD", keys.agents(), agent)  # after its hash (no types: no subscriber set to join)
     cli("HSET", keys.instances(agent), consumer,
         json.dumps({"host": "elsewhere", "pid": 1, "started_at": now}))
     cli("SET", keys.heartbeat(agent, consumer), repr(now), "PX", "60000")
