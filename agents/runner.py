@@ -39,6 +39,7 @@ from hivebus.domain.errors import BadKey, InvalidInput, RedisUnavailable, Unknow
 from hivebus.domain.ids import entry_order
 from hivebus.domain.models import SignalStatus
 from hivebus.infra.logs import get_logger, handling
+from hivebus.service.set_aside import aside_name
 
 if TYPE_CHECKING:
     from hivebus.infra.redis_errors import SyncRedis
@@ -318,7 +319,7 @@ class AgentRunner:
             found = await pipe.execute()  # one round trip at start, not one per key
             for (key, want), have in zip(expected.items(), found, strict=True):
                 if have not in ("none", want):
-                    aside = f"{key}:set-aside:{int(now_s() * 1000)}"
+                    aside = aside_name(keys.namespace, key, int(now_s() * 1000))
                     await self.bus.redis.rename(key, aside)
                     self.log.warning("set aside a key edited into the wrong type", key=key, held=have,
                                      moved_to=aside)

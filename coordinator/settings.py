@@ -58,6 +58,8 @@ class Settings:
     signal_grace_s: int = setting(3600, ge=0)
     max_payload_bytes: int = setting(64 * 1024, ge=256)
     inbox_max: int = setting(100_000, ge=1)
+    publish_replicas: int = setting(0, ge=0, le=16)
+    publish_wait_ms: int = setting(1000, ge=1, le=60_000)
     inbox_retain: int = setting(100_000, ge=100)
     allow_eviction: bool = False
     log_stream_maxlen: int = setting(100_000, ge=100)

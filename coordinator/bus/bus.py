@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from hivebus.bus.effects import Effect
 from hivebus.domain.clock import now_s
 from hivebus.domain.errors import (
     BadKey,
+    HivebusError,
     InboxFull,
     InvalidInput,
     NotFound,
+    NotReplicated,
     PublishIncomplete,
     RedisUnavailable,
     UnknownAgent,
@@ -40,6 +43,7 @@ from hivebus.infra.lua import PUBLISH, SETTLE
 from hivebus.infra.redis_errors import (
     Entry,
     Redis,
+    redis_unavailable,
     stream_entries,
     text_or_none,
     texts_or_none,
@@ -177,7 +181,7 @@ class Bus:
                                             sorted(plan.shards), untargeted, allow_unregistered, "all")
             async with translate_redis_errors():
                 try:
-                    return list(await self._publish(keys=keys, args=args))
+                    return await self._publish_once(keys, args)
                 except redis_errors.ResponseError as exc:
                     text = str(exc)
                     if "SUBSCRIBERS_CHANGED" in text and attempt < 5:
@@ -207,7 +211,6 @@ class Bus:
                        if wanted.intersection(names) or plan.shard_of[n] in shards]
             calls.append((indexes, targets, shards))
         async with translate_redis_errors():
-            await self.redis.script_load(PUBLISH)  # on every primary: the calls below run its sha
             if len(calls) > 1:
                 checks = await self._publish_round(plan, calls, allow_unregistered, "check")
                 for reply in checks:
@@ -235,13 +238,69 @@ class Bus:
                 f"signal(s) again completes it and delivers nothing twice")
         return replies
 
+    async def _publish_once(self, keys: list[str], args: list[str | int]) -> list[Any]:
+        """One publish-script call on one Redis; with HIVEBUS_PUBLISH_REPLICAS, followed on the
+        same connection by WAIT, so the publish returns once that many replicas have it."""
+        replicas = self.settings.publish_replicas
+        if not replicas:
+            return list(await self._publish(keys=keys, args=args))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self._publish.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, self.settings.publish_wait_ms)
+            reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis_errors.NoScriptError) and attempt == 1:
+                await self.redis.script_load(PUBLISH)  # a new or restarted server
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            self._check_replicated([acked])
+            break
+        return list(reply)
+
+    def _check_replicated(self, acks: Sequence[Any]) -> None:
+        """Raise NotReplicated unless every WAIT saw HIVEBUS_PUBLISH_REPLICAS replicas."""
+        wanted = self.settings.publish_replicas
+        short = [a for a in acks if isinstance(a, Exception) or int(a) < wanted]
+        if short:
+            seen = min((int(a) for a in short if not isinstance(a, Exception)), default=0)
+            raise NotReplicated(
+                f"published, but {seen} of the {wanted} replica(s) HIVEBUS_PUBLISH_REPLICAS asks "
+                f"for confirmed it within {self.settings.publish_wait_ms} ms: a failover now could "
+                f"lose it; publishing the same signal(s) again is safe")
+
     async def _publish_round(self, plan: _Plan, calls: list[tuple[list[int], list[str], list[int]]],
                              allow_unregistered: bool, mode: str) -> list[Any]:
+        """:meth:`_publish_slots`; where a node lacks the script (a new node, a replica promoted
+        by a failover), it is loaded on every primary and the round runs again — harmless, as
+        a publish is idempotent per target."""
+        replies = await self._publish_slots(plan, calls, allow_unregistered, mode)
+        if any(isinstance(r, redis_errors.NoScriptError) for r in replies):
+            await self.redis.script_load(PUBLISH)
+            replies = await self._publish_slots(plan, calls, allow_unregistered, mode)
+        return replies
+
+    async def _publish_slots(self, plan: _Plan, calls: list[tuple[list[int], list[str], list[int]]],
+                             allow_unregistered: bool, mode: str) -> list[Any]:
+        """One pipelined call per slot; when writing with HIVEBUS_PUBLISH_REPLICAS, each call is
+        followed by a WAIT on its slot's node (the same connection, after the write)."""
+        waiting = mode == "write" and self.settings.publish_replicas > 0
         pipe = self.redis.pipeline(transaction=False)
         for indexes, targets, shards in calls:
             keys, args = self._publish_call(plan, indexes, targets, shards, [], allow_unregistered, mode)
             pipe.execute_command("EVALSHA", self._publish.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+            if waiting:  # on a cluster, to the node of the call's slot
+                where = ({"target_nodes": self.redis.get_node_from_key(keys[0])}
+                         if isinstance(self.redis, RedisCluster) else {})
+                pipe.execute_command("WAIT", self.settings.publish_replicas, self.settings.publish_wait_ms,
+                                     **where)
+        replies = list(await pipe.execute(raise_on_error=False))
+        if not waiting:
+            return replies
+        results, acks = replies[0::2], replies[1::2]
+        if not any(isinstance(r, Exception) for r in results):
+            self._check_replicated(acks)
+        return results
 
     def _plan(self, signals: Sequence[Signal]) -> _Plan:
         """Each signal's targets (its own, or its type's subscribers as last read) and shard."""
@@ -643,15 +702,16 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 
 def is_cluster(redis: Redis) -> bool:
     """Whether ``redis`` is a Redis Cluster client (its calls must name keys of one slot)."""
-    from redis.asyncio.cluster import RedisCluster
-
     return isinstance(redis, RedisCluster)
 
 
 def _publish_refusal(reply: Exception) -> Exception:
     """The hivebus error for a failed publish-script call of a pipeline."""
     if isinstance(reply, redis_errors.ResponseError):
-        return publish_error(str(reply))
+        refusal = publish_error(str(reply))
+        return refusal if isinstance(refusal, HivebusError) else redis_unavailable(reply)
+    if isinstance(reply, (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)):
+        return redis_unavailable(reply)  # a node gone mid-call (a failover): one line, retryable
     return reply
 
 

@@ -61,6 +61,12 @@ class PublishIncomplete(HivebusError):
     signals. Retryable: publishing the same signals again completes it, delivering nothing twice."""
 
 
+class NotReplicated(HivebusError):
+    """Raised when ``HIVEBUS_PUBLISH_REPLICAS`` replicas did not confirm a publish within
+    ``HIVEBUS_PUBLISH_WAIT_MS``: it is written on the primary but a failover now could lose it.
+    Retryable: publishing the same signals again delivers nothing twice and waits again."""
+
+
 class VersionConflict(HivebusError):
     """Raised when a state write is based on a version that is no longer current."""
 

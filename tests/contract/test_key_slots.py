@@ -27,6 +27,7 @@ from hivebus.domain.keys import Keys
 from hivebus.domain.models import Signal, SignalStatus
 from hivebus.infra.lua import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
 from hivebus.service.retention import Retention
+from hivebus.service.set_aside import aside_name
 from hivebus.settings import Settings
 from tests.agents_for_tests import Counter
 
@@ -189,3 +190,14 @@ async def test_per_agent_scripts_are_called_with_keys_of_one_slot(tmp_path: Any)
     assert seen == {name: set(agents) for name in per_agent}  # each script seen for each agent
     effect_keys = [k for keys in calls.of("settle") for k in keys if ":fx:" in k]
     assert effect_keys  # the effects' keys travel in the settle's KEYS, in the slot checked above
+
+
+@pytest.mark.parametrize("key", ["hive:late-outcomes", "hive:agents:{~registry}", "hive:outcomes:{a}",
+                                 "hive:decision:{risk-manager}:01KAAAAAAAAAAAAAAAAAAAAAAA", "a{}b",
+                                 "a}b", "x{", "{}", "}{"])
+def test_a_key_set_aside_moves_within_its_slot(key: str) -> None:
+    """A key edited into the wrong type is renamed into its own slot (a cluster renames only so):
+    a tagged key keeps its tag, an untagged one becomes the tag of the new name."""
+    moved = aside_name("hive", key, 1_700_000_000_000)
+    assert slot(moved) == slot(key) and moved.startswith(("hive:", key)) and moved.endswith(":1700000000000")
+    assert moved != key

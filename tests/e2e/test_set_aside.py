@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from hivebus.bus.registry import Registry
 from hivebus.domain.keys import Keys
@@ -55,6 +56,7 @@ async def test_bad_records_are_set_aside_and_the_pass_goes_on(
     [moved] = [r for r in records if r["key"] == keys.decision("te-1", string_decision)]
     assert moved["reason"] == "a decision that is not a hash"
     assert await redis.get(moved["moved_to"]) == "edited by hand"   # content kept
+    assert key_slot(moved["moved_to"].encode()) == key_slot(moved["key"].encode())
     assert not await redis.sismember(keys.agents(), BAD_AGENT)
     assert await redis.zcard(keys.outcomes("te-1")) == 0
     assert (await Coordinator(redis, settings, store).once()).counted == 0  # and again: no error
@@ -77,6 +79,8 @@ async def test_a_shared_key_of_the_wrong_type_is_moved_aside_and_the_pass_goes_o
     assert records[keys.late_outcomes()]["reason"] == "a string where a hash belongs"
     assert await redis.get(records[keys.outcomes("te-1")]["moved_to"]) == "edited by hand"
     assert await redis.get(records[keys.late_outcomes()]["moved_to"]) == "edited by hand"
+    for key, record in records.items():  # moved within its slot (a cluster renames only so)
+        assert key_slot(record["moved_to"].encode()) == key_slot(key.encode()), record
     assert not await redis.exists(keys.outcomes("te-1"))
 
 
