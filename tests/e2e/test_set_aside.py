@@ -11,6 +11,7 @@ import pytest
 from redis.crc import key_slot
 
 from hivebus.bus.registry import Registry
+from hivebus.domain.errors import RedisUnavailable
 from hivebus.domain.keys import Keys
 from hivebus.memory.decisions import DecisionLog
 from hivebus.service.coordinator import Coordinator
@@ -124,3 +125,24 @@ def test_cli_names_skipped_members_and_lists_and_clears_set_aside_records(
                              capture_output=True, text=True, timeout=60)
     assert cleared.stdout.strip() == "cleared 1 record(s)"
     client.close()
+
+
+async def test_a_member_is_recorded_before_it_is_removed(redis: Any, settings: Settings) -> None:
+    """Issue 14: the record stream and the set are in different slots, so no transaction holds
+    both: the record is written first. Cut short before the removal, the member is still there,
+    recorded; setting it aside again records it twice and removes it."""
+    keys, aside = Keys(settings.namespace), SetAside(redis, Keys(settings.namespace))
+    await redis.sadd(keys.agents(), BAD_AGENT)
+
+    async def gone(*_: Any) -> Any:
+        raise ConnectionError("Redis went away")
+
+    redis.srem = gone
+    with pytest.raises(RedisUnavailable, match="went away"):
+        await aside.members(keys.agents(), [BAD_AGENT], "not an agent id")
+    del redis.srem
+    assert await redis.sismember(keys.agents(), BAD_AGENT)
+    assert [r["member"] for r in await aside.list()] == [BAD_AGENT]
+    await aside.members(keys.agents(), [BAD_AGENT], "not an agent id")
+    assert not await redis.sismember(keys.agents(), BAD_AGENT)
+    assert [r["member"] for r in await aside.list()] == [BAD_AGENT, BAD_AGENT]
