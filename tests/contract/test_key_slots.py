@@ -4,12 +4,16 @@ Redis Cluster slot (CRC16/XMODEM of the hash tag ``{<agent>}``, mod 16384).
 The slot is computed here from first principles and checked against redis-py's ``key_slot``. The
 scripts' KEYS are captured from real calls (settle, claim-due, renew, expire, replay) made by the
 library's own code paths on fakeredis, so a key added to a call without the tag shows up here.
+So are the keys of every transaction (``pipeline(transaction=True)``) and script call of the
+registry, the decision log, short-term memory, the coordinator's pass and the set-aside records:
+each touches keys of one slot (issue 14).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +29,17 @@ from hivebus.bus.registry import Registry
 from hivebus.domain.ids import new_id
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import Signal, SignalStatus
-from hivebus.infra.lua import CLAIM_DUE, EXPIRE, PUBLISH, RENEW, REPLAY, SETTLE
+from hivebus.infra.lua import (
+    CLAIM_DUE,
+    DELETE_ARCHIVED,
+    EXPIRE,
+    LOG_OUTCOME,
+    PUBLISH,
+    REMEMBER,
+    RENEW,
+    REPLAY,
+    SETTLE,
+)
 from hivebus.service.retention import Retention
 from hivebus.service.set_aside import aside_name
 from hivebus.settings import Settings
@@ -116,7 +130,8 @@ def test_memory_index_keys_of_a_scope_are_in_its_agents_slot(agent_id: str) -> N
 
 SCRIPT_NAMES = {hashlib.sha1(source.encode()).hexdigest(): name for name, source in
                 [("publish", PUBLISH), ("settle", SETTLE), ("claim_due", CLAIM_DUE), ("renew", RENEW),
-                 ("expire", EXPIRE), ("replay", REPLAY)]}
+                 ("expire", EXPIRE), ("replay", REPLAY), ("log_outcome", LOG_OUTCOME),
+                 ("delete_archived", DELETE_ARCHIVED), ("remember", REMEMBER)]}
 
 
 class ScriptCalls:
@@ -190,6 +205,148 @@ async def test_per_agent_scripts_are_called_with_keys_of_one_slot(tmp_path: Any)
     assert seen == {name: set(agents) for name in per_agent}  # each script seen for each agent
     effect_keys = [k for keys in calls.of("settle") for k in keys if ":fx:" in k]
     assert effect_keys  # the effects' keys travel in the settle's KEYS, in the slot checked above
+
+
+# --- every transaction and script of the registry, decisions, memory and the pass -------------
+
+MULTI_KEY_COMMANDS = {"DEL", "UNLINK", "EXISTS", "TOUCH"}
+ONE_KEY_COMMANDS = {"SET", "HSET", "HSETNX", "HDEL", "HLEN", "SADD", "SREM", "ZADD", "ZREM", "XADD",
+                    "PEXPIRE", "EXPIRE", "INCR", "LPUSH", "LTRIM"}
+
+
+def _library_caller() -> str:
+    """The hivebus function (module.qualname) that is running the current call."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("hivebus."):
+            return f"{module}.{frame.f_code.co_qualname}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "?"
+
+
+class Transactions:
+    """Wraps a client's ``pipeline()``: records (library caller, keys) of each transaction run."""
+
+    def __init__(self, client: Any) -> None:
+        self.runs: list[tuple[str, list[str]]] = []
+        original = client.pipeline
+
+        def pipeline(**options: Any) -> Any:
+            pipe = original(**options)
+            if options.get("transaction", True):
+                caller, execute = _library_caller(), pipe.execute
+
+                async def recording_execute(raise_on_error: bool = True) -> Any:
+                    keys = []
+                    for args, _ in pipe.command_stack:
+                        name = str(args[0]).upper()
+                        assert name in MULTI_KEY_COMMANDS | ONE_KEY_COMMANDS, (caller, name)
+                        keys += [str(k) for k in (args[1:] if name in MULTI_KEY_COMMANDS else args[1:2])]
+                    self.runs.append((caller, keys))
+                    return await execute(raise_on_error=raise_on_error)
+
+                pipe.execute = recording_execute
+            return pipe
+
+        client.pipeline = pipeline
+
+    def of(self, caller_suffix: str) -> list[list[str]]:
+        return [keys for caller, keys in self.runs if caller.endswith(caller_suffix)]
+
+
+async def drive_registry_decisions_memory_and_a_pass(redis: Any, settings: Settings, store: Any,
+                                                     agents: list[str]) -> None:
+    """Register, re-register with other types, stop, remove (also cut short) and register a
+    publisher; log decisions, outcomes and caused signals; remember private, shared and everyone
+    items (some expiring); one coordinator pass (learn, archive, retention: purge, repair, dead
+    agents); set records and a key aside. All through the library's own code."""
+    from hivebus.bus.registry import Instance
+    from hivebus.memory.decisions import DecisionLog
+    from hivebus.memory.stm import ShortTermMemory
+    from hivebus.service.consolidation import Consolidator
+    from hivebus.service.lease import Lease
+    from hivebus.service.set_aside import SetAside
+
+    keys, registry, log = Keys(settings.namespace), Registry(redis, settings), DecisionLog(redis, settings)
+    for agent_id in agents:
+        instance = Instance.here(agent_id)
+        await registry.register(agent_id, instance, agent_type="t", subscriptions=("PING", "OLD"),
+                                version="1")
+        await registry.register(agent_id, instance, agent_type="t", subscriptions=("PING", "NEW"),
+                                version="2")  # leaves OLD's set
+        await registry.deregister(agent_id, instance)
+    await registry.register_publisher("cli")
+    await registry.remove(agents[0])
+    await registry.register(agents[0], Instance.here(agents[0]), agent_type="t", subscriptions=("PING",),
+                            version="3")
+    await redis.delete(keys.agent(agents[0]), keys.instances(agents[0]))  # a removal cut short
+    for agent_id in agents:
+        old = await log.log_decision(agent_id, "TRADE_EXECUTION", timestamp=1_000_000.0,
+                                     reasoning={"action": "buy"})
+        new = await log.log_decision(agent_id, "RISK_ASSESSMENT")
+        assert await log.record_caused_signal(new, new_id())
+        await log.log_outcome(old, success=True)
+        await log.log_outcome(new, success=False)
+        memory = ShortTermMemory(redis, settings, agent_id)
+        await memory.remember("note", "mine")
+        await memory.remember("note", "for one", shared_with=[agents[1]])
+        await memory.remember("note", "for all", shared_with=["*"])
+        await memory.remember("note", "brief", ttl_s=0.01, shared_with=[agents[2], "0"])
+        await memory.remember("note", "brief", ttl_s=0.01)
+    await anyio.sleep(0.05)
+    lease = Lease(redis, settings, "c1")
+    result = await Consolidator(redis, settings, store).run_pass(await lease.try_lead())
+    assert result.archived == len(agents) and result.counted == 2 * len(agents)
+    assert result.memories_purged >= 2 * len(agents) and result.registry_repaired >= 1
+    aside = SetAside(redis, keys)
+    await redis.sadd(keys.agents(), "bad id!")
+    await aside.members(keys.agents(), ["bad id!"], "not an agent id")
+    await aside.fields(keys.late_outcomes(), "x", "y", "not a decision id")
+    await redis.set(keys.late_outcomes(), "edited by hand")
+    await aside.rename(keys.late_outcomes(), "a string where a hash belongs")
+
+
+@pytest.mark.anyio
+async def test_registry_decision_memory_and_pass_transactions_and_scripts_touch_one_slot(
+    tmp_path: Any,
+) -> None:
+    """Every transaction and every script call the registry, the decision log, short-term memory,
+    the coordinator's pass and the set-aside records make touches keys of one slot: the agent's
+    (its tag in every key), the registry's (``{~registry}``) or a shared scope's (``{*}``). The
+    ones issue 14 split are each seen: log_outcome, delete_archived (with the agent's fence),
+    remember in a shared scope (its item copy in the scope), register / remove in two slots."""
+    from hivebus.store.sqlite import SQLiteStore
+
+    redis = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
+    calls, transactions = ScriptCalls(redis), Transactions(redis)
+    settings = Settings(namespace="slots", home=tmp_path, heartbeat_ttl_s=1.5, dead_agent_grace_s=0)
+    store = await SQLiteStore.open(tmp_path / "ltm.sqlite3")
+    agents = AGENTS[:3]
+    try:
+        await drive_registry_decisions_memory_and_a_pass(redis, settings, store, agents)
+    finally:
+        await store.close()
+        await redis.aclose()
+    tags = {f"{{{a}}}" for a in [*agents, "0", "cli"]} | {"{~registry}", "{*}"}
+    runs = transactions.runs + [(name, keys) for name, keys in calls.calls
+                                if name in ("log_outcome", "delete_archived", "remember")]
+    assert runs
+    for caller, keys in runs:
+        assert len({slot(k) for k in keys}) == 1, (caller, keys)
+        found = [t for t in tags if t in keys[0]]
+        assert len(found) == 1 and all(found[0] in k for k in keys), (caller, keys)
+    for name in ("log_outcome", "delete_archived", "remember"):
+        assert {a for a in agents for keys in calls.of(name) if f"{{{a}}}" in keys[0]} == set(agents), name
+    assert all(keys[0].startswith("slots:fence:{") for keys in calls.of("delete_archived"))
+    shared = [keys for keys in calls.of("remember") if ":shared:" in keys[0]]
+    assert {keys[0].rsplit(":", 2)[0] for keys in shared} >= {f"slots:shared:{{{agents[1]}}}",
+                                                              "slots:shared:{*}"}
+    assert all(keys[0].split(":item:")[0] == keys[1] for keys in shared)  # the scope's own copy
+    assert transactions.of("Registry.register") and transactions.of("Registry.unregister")
+    assert transactions.of("Registry.repair") and transactions.of("DecisionLog.log_decision")
+    assert transactions.of("ShortTermMemory.purge")
+    assert not transactions.of(".SetAside.members") and not transactions.of(".SetAside.fields")
 
 
 @pytest.mark.parametrize("key", ["hive:late-outcomes", "hive:agents:{~registry}", "hive:outcomes:{a}",
