@@ -90,3 +90,31 @@ def test_a_redis_cli_client_publishes_and_consumes_as_the_readme_says(
     assert shown["status"][agent]["status"] == "PROCESSED"
     listed = {a["agent_id"]: a for a in json.loads(hivebus(env, tmp_path, "agents", "--json").stdout)}
     assert listed[agent]["counters"]["processed"] == 1
+
+    # --- a decision and its outcome, keyed as documented ------------------------------------
+    decision_id = new_id()
+    record = {"decision_id": decision_id, "agent_id": agent, "decision_type": "TRADE_EXECUTION",
+              "timestamp": repr(now), "is_stm": "1", "triggered_by": sent, "context": "{}",
+              "reasoning": '{"action":"buy"}'}
+    decision_key = f"{namespace}:decision:{{{agent}}}:{decision_id}"
+    cli("SADD", f"{namespace}:decision-agents:{{~registry}}", agent)
+    cli("SET", f"{namespace}:decision-at:{decision_id}", agent, "NX")
+    indexes = [f"{namespace}:decisions:{{{agent}}}{suffix}"
+               for suffix in ("", ":pending", ":type:TRADE_EXECUTION", ":type:TRADE_EXECUTION:pending")]
+    transaction = ["MULTI", f"HSET {decision_key} " + " ".join(f"{k} '{v}'" for k, v in record.items()),
+                   *(f"ZADD {index} {now!r} {decision_id}" for index in indexes), "EXEC"]
+    subprocess.run([cli.binary, "-u", cli.url], input="\n".join(transaction) + "\n", text=True,
+                   capture_output=True, timeout=30, check=True)
+    shown = json.loads(hivebus(env, tmp_path, "decision", "show", decision_id, "--json").stdout)
+    assert (shown["agent_id"], shown["decision_type"], shown["outcome"]) == (agent, "TRADE_EXECUTION", None)
+    outcome_keys = [decision_key, f"{namespace}:outcomes:{{{agent}}}", indexes[1], indexes[3],
+                    f"{namespace}:decisions:{{{agent}}}:ok",
+                    f"{namespace}:decisions:{{{agent}}}:type:TRADE_EXECUTION:ok"]
+    outcome = json.dumps({"success": True, "quality_score": None, "latency_ms": None, "error": None,
+                          "metrics": {}, "recorded_at": now})
+    assert cli("EVAL", lua.LOG_OUTCOME, str(len(outcome_keys)), *outcome_keys, outcome, "1",
+               decision_id, repr(now)) == ["1"]
+    shown = json.loads(hivebus(env, tmp_path, "decision", "show", decision_id, "--json").stdout)
+    assert shown["outcome"]["success"] is True
+    ok = json.loads(hivebus(env, tmp_path, "decisions", agent, "--success", "--json").stdout)
+    assert [d["decision_id"] for d in ok] == [decision_id]
