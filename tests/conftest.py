@@ -144,9 +144,19 @@ def settings(namespace: str, tmp_path: Path) -> Settings:
                     coordinator_tick_s=0.2, read_block_ms=100, retry_base_s=0.01, retry_max_s=0.05)
 
 
-@pytest.fixture(params=["fake", *REAL_SERVERS])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ``redis`` fixture's servers: fakeredis and every real server; modules marked
+    ``pytest.mark.cluster`` (their tests hold on a Redis Cluster) also the session's cluster."""
+    if "redis" in metafunc.fixturenames:
+        servers = ["fake", *REAL_SERVERS]
+        if metafunc.definition.get_closest_marker("cluster"):
+            servers.append("cluster")
+        metafunc.parametrize("redis", servers, indirect=True)
+
+
+@pytest.fixture
 async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisServer]) -> AsyncIterator[Any]:
-    """An asyncio Redis client: fakeredis, then each real redis-server."""
+    """An asyncio Redis client: fakeredis, then each real redis-server (then the cluster)."""
     if request.param == "fake":
         import fakeredis
 
@@ -155,7 +165,10 @@ async def redis(request: pytest.FixtureRequest, real_servers: dict[str, RedisSer
     else:
         from hivebus.infra.connection import open_client
 
-        client = open_client(real_servers[request.param].url)
+        if request.param == "cluster":
+            client = open_client(request.getfixturevalue("redis_cluster").url, cluster=True)
+        else:
+            client = open_client(real_servers[request.param].url)
     yield client
     await client.aclose()
 

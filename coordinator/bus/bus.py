@@ -46,7 +46,6 @@ from hivebus.infra.redis_errors import (
     redis_unavailable,
     stream_entries,
     text_or_none,
-    texts_or_none,
     translate_redis_errors,
 )
 from hivebus.settings import Settings
@@ -552,8 +551,11 @@ class Bus:
         """Each signal's key (type, source, ``to``: target -> entry), None when gone; one round trip."""
         if not signal_ids:
             return []
-        async with translate_redis_errors():
-            raws = texts_or_none(await self.redis.mget([self.keys.signal(s) for s in signal_ids]))
+        async with translate_redis_errors():  # GETs, not one MGET: the records are in 16 shards
+            pipe = self.redis.pipeline(transaction=False)
+            for signal_id in signal_ids:
+                pipe.get(self.keys.signal(signal_id))
+            raws = await pipe.execute()
         return [_record(raw) for raw in raws]
 
     async def statuses(self, pairs: Sequence[tuple[str, str]]) -> list[SignalStatus]:

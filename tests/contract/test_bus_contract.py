@@ -176,8 +176,8 @@ async def test_publish_and_settle_survive_a_flushed_script_cache(redis: Any, set
     assert await bus.publish_many(batch) == 3
     deliveries = await bus.read("rm-1", "c", count=10, block_ms=None)
     await redis.script_flush()
-    effect = ("INCRBY", f"{keys.prefix}test:effects", "1")
+    effect = ("INCRBY", keys.effect_key("rm-1", "effects"), "1")  # in the agent's slot (ctx.key)
     outcomes = [Outcome(d, SignalStatus.PROCESSED, effects=(effect,)) for d in deliveries]
     assert (await bus.settle("rm-1", "c", outcomes)).processed == 4
-    assert await redis.get(f"{keys.prefix}test:effects") == "4"
+    assert await redis.get(keys.effect_key("rm-1", "effects")) == "4"
     assert (await redis.xinfo_groups(keys.inbox("rm-1")))[0]["pending"] == 0
