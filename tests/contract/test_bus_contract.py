@@ -15,7 +15,7 @@ from hivebus.domain.keys import Keys
 from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 async def register(redis: Any, settings: Settings, agent_id: str, *subs: str) -> Instance:

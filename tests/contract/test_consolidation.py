@@ -17,7 +17,7 @@ from hivebus.settings import Settings
 from hivebus.store.sqlite import SQLiteStore
 from tests.unit.test_learning import wilson_by_quadratic
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 # (agent, action, features, decisions, success probability)
 PLAN = [

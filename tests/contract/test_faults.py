@@ -29,7 +29,7 @@ from tests.agents_for_tests import Counter, Forwarder
 from tests.conftest import eventually
 from tests.contract.test_runtime import run_burst as burst
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 def work(agent_id: str, count: int, **data: Any) -> list[Signal]:

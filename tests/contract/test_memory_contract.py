@@ -19,7 +19,7 @@ from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
 from tests.conftest import RedisServer, eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 class Clock:

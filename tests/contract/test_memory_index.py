@@ -18,7 +18,7 @@ from hivebus.memory.stm import ShortTermMemory
 from hivebus.settings import Settings
 from tests.contract.test_memory_contract import Clock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 VOCABULARY = [f"w{n}" for n in range(25)] + ["whale", "btc", "accumulation", "funding"]
 KINDS = ["note", "trade", "outcome"]

@@ -20,7 +20,7 @@ from hivebus.domain.models import Signal, SignalStatus
 from hivebus.settings import Settings
 from tests.contract.test_bus_contract import register
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 AGENTS = ["a1", "b2", "c3", "d4", "e5"]
 
 

@@ -22,7 +22,7 @@ from hivebus.domain.models import Signal
 from hivebus.settings import Settings
 from tests.conftest import REAL_SERVERS, RedisServer, eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 AGENT = "worker"
 A, B, C = "host-1-aaaa", "host-2-bbbb", "host-3-cccc"  # consumer names (instance ids)

@@ -19,7 +19,7 @@ from hivebus.domain.models import Signal, SignalStatus
 from hivebus.service.retention import Retention
 from hivebus.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 async def test_trimming_expires_what_was_never_processed(redis: Any, settings: Settings) -> None:
@@ -62,7 +62,7 @@ async def test_dead_agents_leave_after_grace_but_stopped_ones_stay(redis: Any, s
         await registry.register(agent_id, instance, agent_type="t", subscriptions=("PING",), version="1")
         if agent_id == "stopped-1":
             await registry.deregister(agent_id, instance)
-    await redis.delete(*[k for k in await redis.keys(f"{keys.prefix}hb:{{dead-1}}:*")])
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"{keys.prefix}hb:{{dead-1}}:*")])
     await registry.reap_dead()
     await redis.hset(keys.agent("dead-1"), "last_seen", "1")
     result = await Retention(redis, settings).run()
@@ -119,7 +119,7 @@ async def test_a_registration_cut_short_reads_as_the_one_before_and_the_pass_com
     assert await redis.smembers(keys.subscribers("NEW")) == set()
     assert await redis.smembers(keys.subscribers("PING")) == {"te-1"}
     assert await registry.repair() == 0  # a replica is alive: left alone
-    await redis.delete(*[k for k in await redis.keys(f"{keys.prefix}hb:{{te-1}}:*")])
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"{keys.prefix}hb:{{te-1}}:*")])
     result = await Retention(redis, settings).run()
     assert result.registry_repaired == 1 and result.agents_removed == 0
     assert await redis.smembers(keys.subscribers("NEW")) == {"te-1"}

@@ -18,7 +18,7 @@ from hivebus.settings import Settings
 from tests.agents_for_tests import Echo, Flaky
 from tests.conftest import eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 async def run_burst(agent: Any, redis: Any, settings: Settings) -> AgentRunner:
