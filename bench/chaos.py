@@ -55,7 +55,7 @@ from redis import exceptions as redis_errors
 from bench.agents import Counter
 from hivebus.agents.runtime import Context, handles
 from hivebus.bus.bus import Bus
-from hivebus.domain.errors import RedisUnavailable
+from hivebus.domain.errors import NotReplicated, RedisUnavailable
 from hivebus.domain.keys import Keys
 from hivebus.domain.models import TERMINAL_STATUSES, Signal, SignalStatus
 from hivebus.infra.connection import open_client
@@ -82,7 +82,8 @@ class ChaosCounter(Counter):
     @handles("WORK")
     async def on_work(self, signal: Signal, ctx: Context) -> None:
         """Count the signal twice over: for all targets together, and for this target."""
-        await super().on_work(signal, ctx)
+        if not os.environ.get("CHAOS_CLUSTER"):  # on a cluster, effects stay in the agent's slot
+            await super().on_work(signal, ctx)
         ctx.effect("HINCRBY", ctx.key("applied"), signal.signal_id, 1)
 
 
@@ -224,6 +225,68 @@ class _RedisServer:
                 raise RuntimeError(f"redis-server exited with {code} (see {self.log})")
 
 
+class _ClusterServer:
+    """``--cluster``: a local 3-master, 3-replica Redis Cluster (tests/cluster_server.py). Its
+    "restart" is a failover: the master serving w1 is SIGKILLed and its replica takes over; a
+    "pause" SIGSTOPs another master for at most 1 s (under the node timeout: no failover)."""
+
+    def __init__(self) -> None:
+        self.cluster: Any = None
+        self.victim: Any = None
+        self.paused: Any = None
+
+    def start(self) -> None:
+        sys.path.insert(0, str(REPO))
+        from redis.crc import key_slot
+
+        from tests.cluster_server import start_cluster
+
+        self.cluster = start_cluster()
+        slot = key_slot(Keys("chaos").inbox(AGENTS[0]).encode())
+        masters = self.cluster.masters()
+        self.victim = next(m for m in masters if slot in self.cluster.slots_of(m))
+        self.paused = next(m for m in masters if m is not self.victim)
+
+    @property
+    def url(self) -> str:
+        """A node that stays up all run (the paused master: clients start from it)."""
+        return f"redis://127.0.0.1:{self.paused.port}/0"
+
+    def pause(self) -> None:
+        self.paused.process.send_signal(os_signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.paused is not None:
+            _cont(self.paused.process)
+
+    def fail_over(self) -> None:
+        """SIGKILL the victim master; return once its replica serves its slots."""
+        self.victim.process.send_signal(os_signal.SIGKILL)
+        self.victim.process.wait(10)
+        deadline = time.monotonic() + 60
+        while self.cluster.state_ok() and time.monotonic() < deadline:  # until the loss is seen
+            time.sleep(0.05)
+        self.cluster.wait_ok(60)
+        # as an operator would: the node comes back (its nodes.conf kept) as the new master's
+        # replica, so publishes that wait for a replica can be confirmed again
+        self.victim.process = subprocess.Popen(self.victim.process.args, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
+        while time.monotonic() < deadline:
+            try:
+                if self.victim.client().info("replication").get("master_link_status") == "up":
+                    break
+            except redis_errors.RedisError:
+                pass
+            time.sleep(0.05)
+        self.cluster.wait_ok(60)
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.resume()
+            self.cluster.stop()
+            self.cluster = None
+
+
 class _Processes:
     """Every agent process the run started; each logs to a file of its own in the work dir."""
 
@@ -293,6 +356,7 @@ async def run_chaos(
     block_every: int = 0,
     block_s: float = 3.0,
     settle_limit_s: float = 120.0,
+    cluster: bool = False,
 ) -> ChaosResult:
     """Run the chaos scenario in ``workdir``; return the counts.
 
@@ -301,7 +365,10 @@ async def run_chaos(
     ``redis_pause_s`` each; ``block_every``: the blocking replica blocks its loop for ``block_s``
     on every Nth signal it handles fresh (0: never). Raises TimeoutError when a deadline passes
     (``settle_limit_s`` for every pair to settle after the last publish); every process started
-    is stopped whatever happens.
+    is stopped whatever happens. ``cluster``: on a 3-master Redis Cluster instead (see
+    :class:`_ClusterServer`): Redis pauses last at most 1 s, the restart is a master's failover,
+    publishes wait for a replica (HIVEBUS_PUBLISH_REPLICAS=1) and effects stay in each agent's
+    slot (no shared counter to compare).
     """
     if pause_every and pause_s <= CLAIM_IDLE_S + HEARTBEAT_TTL_S:
         raise ValueError(f"pause_s must exceed claim idle + heartbeat TTL "
@@ -320,7 +387,10 @@ async def run_chaos(
            "CHAOS_BLOCK_EVERY": str(block_every), "CHAOS_BLOCK_S": str(block_s)}
     rng = random.Random(seed)
     keys = Keys(namespace)
-    server = _RedisServer(binaries.server, port, workdir)
+    server: Any = _ClusterServer() if cluster else _RedisServer(binaries.server, port, workdir)
+    if cluster:
+        env["CHAOS_CLUSTER"] = "1"
+        redis_pause_s = min(redis_pause_s, 1.0)
     procs = _Processes(env, workdir)
     client: Any = None
     started = time.monotonic()
@@ -339,12 +409,14 @@ async def run_chaos(
 
     try:
         server.start()
+        if cluster:
+            url = env["HIVEBUS_REDIS_URL"] = server.url
         # One replica of each agent first, the others once those have started: two replicas of
         # an agent that never ran, starting at the same moment, race to create its state and the
         # loser exits with VersionConflict (agents/memory.py load_state; see the commit message).
         replicas = {(a, 0): procs.agent(a, _spec((a, 0))) for a in AGENTS}
         client = open_client(url)
-        bus = Bus(client, Settings(namespace=namespace, home=workdir))
+        bus = Bus(client, Settings(namespace=namespace, home=workdir, publish_replicas=1 if cluster else 0))
         await _until(lambda: _started(procs, replicas.values()), 30)
         replicas.update({(a, n): procs.agent(a, _spec((a, n))) for a in AGENTS for n in range(1, REPLICAS)})
         await _until(lambda: _started(procs, replicas.values()), 30)
@@ -406,9 +478,13 @@ async def run_chaos(
                     # wait for it): let every replica started so far connect before the restart
                     await _until(lambda: _started(procs, replicas.values()), 30)
                     async with redis_lock:  # never while it is paused
-                        note("restarting redis-server")
-                        server.stop()
-                        server.start()
+                        if cluster:
+                            note("SIGKILL a master: failover")
+                            await anyio.to_thread.run_sync(server.fail_over)
+                        else:
+                            note("restarting redis-server")
+                            server.stop()
+                            server.start()
                         restarts += 1
                     await _until(lambda: client.ping(), 30)
         note("published the last signal")
@@ -422,7 +498,7 @@ async def run_chaos(
         note("every replica stopped")
         statuses = await _statuses(bus, sent)
         per_target = {a: await client.hgetall(keys.effect_key(a, "applied")) for a in AGENTS}
-        shared = await client.hgetall(f"{keys.prefix}test:applied")
+        shared = None if cluster else await client.hgetall(f"{keys.prefix}test:applied")
     except BaseException as exc:
         exc.add_note(f"chaos work directory (agent and Redis logs): {workdir}")
         note(f"failed: {exc!r}")
@@ -449,7 +525,8 @@ async def run_chaos(
                 mismatched += count > 0  # effect applied, yet the pair ended unprocessed
             else:
                 lost += 1
-        mismatched += int(shared.get(signal.signal_id, 0)) != total
+        if shared is not None:
+            mismatched += int(shared.get(signal.signal_id, 0)) != total
     logs = [procs.log_of[p.pid] for p in procs.all]
     for pause in pauses:
         pause.superseded_after = sum(_superseded(line) for line in _lines(pause.log, pause.log_offset))
@@ -496,7 +573,7 @@ async def _publish(bus: Bus, signal: Signal, limit_s: float) -> None:
             try:
                 await bus.publish(signal)
                 return
-            except RedisUnavailable:
+            except (RedisUnavailable, NotReplicated):  # a failover under way: the same id again
                 await anyio.sleep(0.1)
 
 
@@ -611,13 +688,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="signals published per second")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) on success too")
+    parser.add_argument("--cluster", action="store_true",
+                        help="on a local 3-master, 3-replica Redis Cluster, with a master failover")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hivebus-chaos-"))
     try:
         result = anyio.run(_until_interrupted, lambda: run_chaos(
             args.signals, args.kill_every, workdir, args.seed, rate=args.rate,
             pause_every=args.pause_every, pause_s=args.pause_s, redis_pauses=args.redis_pauses,
-            redis_pause_s=args.redis_pause_s, block_every=args.block_every, block_s=args.block_s))
+            redis_pause_s=args.redis_pause_s, block_every=args.block_every, block_s=args.block_s,
+            cluster=args.cluster))
     except BaseException:
         print(f"chaos: FAILED, work directory kept: {workdir}", file=sys.stderr)
         raise
