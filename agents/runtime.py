@@ -19,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from redis.crc import key_slot
+
 from hivebus.bus.bus import Bus
 from hivebus.bus.effects import Effect, make_effect
+from hivebus.domain.errors import InvalidInput
 from hivebus.domain.ids import derived_id
 from hivebus.domain.keys import check_item_id, check_signal_type
 from hivebus.domain.models import Severity, Signal
@@ -68,9 +71,15 @@ class Context:
         ZINCRBY ZREM LPUSH RPUSH LTRIM XADD). They are applied in the same atomic step as the
         ack, only if this replica still owns the signal and it is not settled yet: if the process
         dies, pauses or stalls before that, none applied and the signal is handled again; after
-        it, never again. Raises InvalidInput for a command or argument that cannot apply.
+        it, never again. Raises InvalidInput for a command or argument that cannot apply, and on
+        a Redis Cluster for a key outside this agent's slot (the settle could not run it).
         """
-        self.effects.append(make_effect(self.bus.keys, command, key, *args))
+        effect = make_effect(self.bus.keys, command, key, *args)
+        if self.bus.per_slot and key_slot(key.encode()) != key_slot(self.key("x").encode()):
+            raise InvalidInput(f"effect {effect[0]}: {key!r} is not in agent {self.agent_id}'s hash slot, "
+                               "which a Redis Cluster needs for an effect to apply with the ack; "
+                               "use ctx.key(name)")
+        self.effects.append(effect)
 
     def key(self, name: str) -> str:
         """A key of this agent's own for effects (``<ns>:fx:{<agent>}:<name>``): it shares the

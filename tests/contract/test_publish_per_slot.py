@@ -101,3 +101,22 @@ async def test_a_write_that_fails_in_one_slot_is_named_and_completed_by_publishi
     assert await bus.publish(signal) == {"c3": (await redis.xrange(keys.inbox("c3")))[0][0]}
     assert await written(redis, keys) == ([1, 1, 1, 0, 0], 1, 1)
     assert {t.agent_id for t in (await bus.report(signal.signal_id)).targets} == set(AGENTS[:3])
+
+
+async def test_on_a_cluster_an_effect_outside_the_agents_slot_is_refused_when_queued(
+        redis: Any, settings: Settings) -> None:
+    """A settle applies effects in the agent's slot: on a cluster a handler's effect on another
+    slot's key is refused at ctx.effect (the handler fails, is retried, then dead-lettered with
+    the reason) instead of failing every settle; ctx.key(name) keys pass, and on one Redis any
+    key does."""
+    from hivebus.agents.runtime import Context
+    from hivebus.domain.errors import InvalidInput
+
+    on_cluster = Context(Bus(redis, settings, per_slot=True), "a1", None)
+    on_cluster.effect("HINCRBY", on_cluster.key("wins"), "BTC", 1)
+    with pytest.raises(InvalidInput, match=r"not in agent a1's hash slot.*use ctx\.key"):
+        on_cluster.effect("HINCRBY", "app:wins", "BTC", 1)
+    assert len(on_cluster.effects) == 1
+    single = Context(Bus(redis, settings, per_slot=False), "a1", None)
+    single.effect("HINCRBY", "app:wins", "BTC", 1)
+    assert len(single.effects) == 1
