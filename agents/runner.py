@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from structlog.contextvars import bound_contextvars
 
 from hivebus.agents.liveness import LivenessThread
@@ -324,7 +324,7 @@ class AgentRunner:
                     self.log.warning("set aside a key edited into the wrong type", key=key, held=have,
                                      moved_to=aside)
                     moved += 1
-        except RedisError as err:
+        except (RedisError, RedisClusterException) as err:
             self.log.warning("could not check this agent's keys", error=str(err))
         return moved
 
@@ -335,7 +335,7 @@ class AgentRunner:
         try:
             last = await self.bus.redis.xrevrange(self.bus.keys.inbox(agent_id), count=1)
             created = await self.bus.ensure_group(agent_id)
-        except (RedisUnavailable, RedisError) as exc:
+        except (RedisUnavailable, RedisError, RedisClusterException) as exc:
             self.log.warning("could not recreate the consumer group", error=str(exc))
             await anyio.sleep(1.0)
             return
