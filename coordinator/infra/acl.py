@@ -9,7 +9,8 @@ An agent user may:
   through Redis 7 *selectors* that pair each command with the keys it may touch — append
   (``XADD`` only) to other agents' inboxes, add their pending records, read (``ZSCORE`` only)
   their ledgers and see whether they are registered (``EXISTS``/``HLEN`` of their agent hash);
-* read and write shared memory, decisions (keyed by decision id) and the learning queue.
+* read and write shared memory, decisions (in their agent's slot, found by id through
+  ``hive:decision-at:<id>``) and the learning queues (``hive:outcomes:{<agent>}``).
 
 It cannot read another agent's state or memory, nor read, ack or delete another agent's
 signals: Redis itself refuses with NOPERM. Selectors need Redis 7.0+; on 6.2 the rules
@@ -58,8 +59,8 @@ def agent_rule(keys: Keys, agent_id: str, password: str = PASSWORD_PLACEHOLDER, 
     patterns = [p for key in own for p in (key, f"{key}:*")]
     # the signal log's shards (signals:{~sNN}), their published counters and signal records
     patterns += [keys.agents(), f"{ns}:subs:*", f"{ns}:signal:*", f"{ns}:signals:*", f"{ns}:published:*",
-                 f"{ns}:shared", f"{ns}:shared:*", f"{ns}:decision:*", keys.decision_agents(),
-                 f"{ns}:outcomes", f"{ns}:late-outcomes", f"{ns}:layout"]
+                 f"{ns}:shared", f"{ns}:shared:*", f"{ns}:decision:*", f"{ns}:decision-at:*",
+                 keys.decision_agents(), f"{ns}:outcomes:*", f"{ns}:late-outcomes", f"{ns}:layout"]
     # Publishing: the publish script declares each target's inbox, pending record, ledger and
     # agent hash among its keys. One selector lets EVAL/EVALSHA name them; inside the script
     # every command is checked again, and these selectors pair each command with the keys it may
